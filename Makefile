@@ -1,0 +1,54 @@
+# saline: `make demo` runs the lab demo, `make test` runs lint, types and the whole suite.
+# Both do every set-up step themselves on a fresh Debian machine (root, no venv yet).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= /tmp/saline-demo
+
+.PHONY: setup system lint typecheck unit test demo bench clean
+
+system:
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)
+
+$(STAMP): pyproject.toml | system
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+demo: setup
+	@$(BIN)/saline lab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
+	@rm -rf $(DEMO_DIR)
+	$(BIN)/saline lab up --minions 6 --dir $(DEMO_DIR)
+	@trap '$(BIN)/saline lab down --dir $(DEMO_DIR)' EXIT; set -e; \
+	  export SALINE_CONFIG=$(DEMO_DIR)/master.yaml; \
+	  echo '$$ saline run "*" test.ping'; $(BIN)/saline run '*' test.ping; \
+	  echo '$$ saline run -T grain role:backend cmd.run "uname -sr"'; \
+	  $(BIN)/saline run -T grain role:backend cmd.run 'uname -sr'; \
+	  echo '$$ saline run -T compound "G@role:frontend or be1" grains.get role --out json'; \
+	  $(BIN)/saline run -T compound 'G@role:frontend or be1' grains.get role --out json; \
+	  echo '$$ saline run "*" service.start demo --batch 2'; \
+	  $(BIN)/saline run '*' service.start demo --batch 2 --out json >/dev/null; \
+	  $(BIN)/saline run '*' service.status demo --out json | \
+	    $(BIN)/python -c 'import json,sys; r=json.load(sys.stdin)["returns"]; print({k: v["return"]["running"] for k, v in sorted(r.items())})'; \
+	  echo '$$ saline jobs list'; $(BIN)/saline jobs list -n 5
+
+bench: setup
+	$(BIN)/python tests/bench/fanout.py --minions 1000 --json bench-fanout.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

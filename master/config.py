@@ -1,0 +1,56 @@
+"""MasterConfig: every setting of ``saline master``, validated by pydantic."""
+
+import getpass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saline.config import load_yaml_model, resolve_config_path
+from saline.protocol import DEFAULT_MAX_FRAME
+
+DEFAULT_MASTER_CONFIG = "/etc/saline/master.yaml"
+
+
+class MasterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: address the minion socket binds to
+    interface: str = "0.0.0.0"  # noqa: S104 - minions connect from other hosts
+    #: TCP port of the minion socket (ROUTER, CurveZMQ)
+    port: int = Field(default=4606, ge=1, le=65535)
+    #: key ring: master keypair and minion keys (dirs 0700, secret keys 0600)
+    pki_dir: Path = Path("/etc/saline/pki/master")
+    #: job store (SQLite, WAL) and other state
+    data_dir: Path = Path("/var/lib/saline/master")
+    #: directory of the local client socket (0700 unless client_acl opens it)
+    sock_dir: Path = Path("/run/saline/master")
+    log_file: Path | None = None
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: accept every new minion key without an operator (labs only; logged loudly)
+    auto_accept: bool = False
+    #: frames larger than this are refused and counted
+    max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME, ge=1024)
+    #: a minion silent for this long is reported lost
+    presence_timeout: float = Field(default=15.0, gt=0)
+    #: default seconds to wait for returns when the client gives no --timeout
+    job_timeout: float = Field(default=10.0, gt=0)
+    #: local users other than the master's own, mapped to the function globs they may run
+    client_acl: dict[str, list[str]] = Field(default_factory=dict)
+
+    @property
+    def client_socket(self) -> Path:
+        return self.sock_dir / "client.sock"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite"
+
+
+def load_master_config(path: str | None = None) -> tuple[MasterConfig, Path]:
+    """Load the master config from -c, $SALINE_CONFIG or the default path."""
+    resolved = resolve_config_path(path, DEFAULT_MASTER_CONFIG)
+    return load_yaml_model(resolved, MasterConfig), resolved
+
+
+def current_user() -> str:
+    return getpass.getuser()

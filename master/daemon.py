@@ -1,0 +1,222 @@
+"""The master daemon: wiring of key ring, store, bus, presence, jobs, sockets and signals."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+
+import saline
+from master.bus import EventBus
+from master.clientapi import ClientApi
+from master.config import MasterConfig
+from master.handlers import HANDLERS, Batch, Peer, refusal
+from master.jobs import JobManager
+from master.presence import Presence
+from master.stats import Refusals
+from master.store.base import JobRecord
+from master.store.sqlite import SqliteStore
+from master.zap import ZapHandler
+from saline.codec import decode_from_minion, encode
+from saline.errors import ProtocolError
+from saline.keys import KeyRing, KeyState, ensure_dir, fingerprint, load_or_create_keypair
+from saline.protocol import Ack, Job, Refused
+from saline.transport import bind_router, tcp_address
+
+log = logging.getLogger(__name__)
+
+#: most frames handled (and returns committed) per pass over the socket
+_BATCH = 2000
+_HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+class Master:
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.version = saline.__version__
+        ensure_dir(config.pki_dir)
+        self.keypair = load_or_create_keypair(config.pki_dir, "master")
+        self.keys = KeyRing(config.pki_dir)
+        self.refusals = Refusals()
+        self.store = SqliteStore(config.store_path)
+        self.bus = EventBus(self.store)
+        self.presence = Presence(config.presence_timeout)
+        self.grains: dict[str, dict[str, Any]] = {
+            m.id: m.grains for m in self.store.minions().values()
+        }
+        self.jobs = JobManager(self.store, self.bus, self.presence, self.send_job)
+        self.router: zmq.asyncio.Socket | None = None
+        self.stopping = asyncio.Event()
+
+    # -- outbound ----------------------------------------------------------------------
+
+    def reply(self, route: bytes, message: BaseModel) -> bool:
+        """Send to one connection; False when it is gone (ROUTER_MANDATORY) or backed up."""
+        assert self.router is not None
+        try:
+            self.router.send_multipart([route, encode(message)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
+
+    def send_job(self, minion_id: str, record: JobRecord) -> bool:
+        route = self.presence.route(minion_id)
+        if route is None:
+            return False
+        job = Job(
+            jid=record.jid,
+            fun=record.fun,
+            args=record.args,
+            kwargs=record.kwargs,
+            timeout=record.timeout,
+        )
+        return self.reply(route, job)
+
+    def inventory(self) -> dict[str, dict[str, Any]]:
+        """Accepted minions and their last-known grains: what targets match against."""
+        return {m: self.grains.get(m, {}) for m in self.keys.ids(KeyState.ACCEPTED)}
+
+    # -- inbound -----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        assert self.router is not None
+        router = self.router
+        while True:
+            frames_batch = [await router.recv_multipart(copy=False)]
+            while len(frames_batch) < _BATCH and int(router.get(zmq.EVENTS)) & zmq.POLLIN:
+                frames_batch.append(await router.recv_multipart(copy=False))
+            batch = Batch(returns=[])
+            for frames in frames_batch:
+                try:
+                    self._handle(frames, batch)
+                except Exception:  # one bad frame must never stop the master
+                    self.refusals.count("handler_error")
+                    log.exception("error handling a minion frame")
+            if batch.returns:
+                self._commit_returns(batch)
+
+    def _handle(self, frames: list[zmq.Frame], batch: Batch) -> None:
+        if len(frames) != 2:
+            self.refusals.count("malformed", f"{len(frames) - 1} frames in one message")
+            return
+        route, payload = frames
+        public = str(payload.get("User-Id"))
+        try:
+            msg = decode_from_minion(payload.bytes, self.config.max_frame_bytes)
+        except ProtocolError as e:
+            self.refusals.count(e.reason, str(e))
+            self.reply(route.bytes, Refused(reason=str(e)))
+            return
+        peer = Peer(route.bytes, public, self.keys.lookup_key(public))
+        policy, handler = HANDLERS[msg.kind]
+        reason = refusal(policy, peer, msg.id)
+        if reason is not None:
+            self.refusals.count(reason, f"{msg.kind} claiming {msg.id!r}")
+            self.reply(route.bytes, Refused(reason=reason))
+            return
+        handler(self, peer, msg, batch)
+
+    def _commit_returns(self, batch: Batch) -> None:
+        """Persist, publish, account, and only then acknowledge (a crash before the ack
+        makes the minion resend; the (jid, minion) key makes the resend harmless)."""
+        records = [r for _, r in batch.returns]
+        new = self.store.save_returns(records)
+        fresh = [r for r, is_new in zip(records, new, strict=True) if is_new]
+        self.bus.publish_many(
+            [
+                (
+                    f"saline/job/{r.jid}/ret/{r.minion}",
+                    {"fun": r.fun, "success": r.success, "retcode": r.retcode},
+                    r.minion,
+                )
+                for r in fresh
+            ]
+        )
+        for record in fresh:
+            self.jobs.returned(record)
+        acks: dict[bytes, list[str]] = {}
+        for route, record in batch.returns:
+            acks.setdefault(route, []).append(record.jid)
+        for route, jids in acks.items():
+            self.reply(route, Ack(jids=jids))
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def _presence_loop(self) -> None:
+        interval = min(self.config.presence_timeout / 4, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            lost = self.presence.expire()
+            self.bus.publish_many(
+                [(f"saline/minion/{m}/lost", {"reason": "heartbeat timeout"}, m) for m in lost]
+            )
+
+    async def _monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
+        """Count handshakes that failed: garbage, plain-text peers, wrong server key."""
+        while True:
+            frames = await monitor.recv_multipart()
+            event = int.from_bytes(frames[0][:2], "little")
+            self.refusals.count("handshake_failed", f"zmq event {event:#x}")
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        ctx = zmq.asyncio.Context()
+        zap = ZapHandler(ctx, self.keys, self.refusals)
+        address = tcp_address(self.config.interface, self.config.port)
+        self.router = bind_router(ctx, self.keypair, address, self.config.max_frame_bytes)
+        monitor = self.router.get_monitor_socket(_HANDSHAKE_FAILURES)
+        api = ClientApi(self)
+        await api.start()
+        if self.config.auto_accept:
+            log.warning("auto_accept is ON: every new minion key is trusted. Labs only!")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        tasks = [
+            asyncio.create_task(coro)
+            for coro in (
+                zap.serve(),
+                self._receive_loop(),
+                self._presence_loop(),
+                self._monitor_loop(monitor),
+            )
+        ]
+        log.info(
+            "master ready on %s (key %s), client API at %s",
+            address,
+            fingerprint(self.keypair.public),
+            self.config.client_socket,
+        )
+        try:
+            done, _ = await asyncio.wait(
+                [asyncio.create_task(self.stopping.wait()), *tasks],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await api.stop()
+            with contextlib.suppress(zmq.ZMQError):
+                self.router.disable_monitor()
+            monitor.close()
+            self.router.close()
+            zap.close()
+            ctx.term()
+            self.store.close()
+            log.info("master stopped")
+
+
+def run_master(config: MasterConfig) -> None:
+    asyncio.run(Master(config).serve())

@@ -1,0 +1,146 @@
+"""What a minion may ask of the master: message kind → policy + handler. Deny by default.
+
+Only the kinds listed in ``HANDLERS`` are reachable, and only under their policy:
+
+* ``any_key`` — any key that passed the CURVE handshake (unknown, pending or accepted);
+  only ``hello`` lives here, and for a key that is not accepted it can do nothing but
+  land in *pending*.
+* ``minion`` — an accepted key whose bound id equals the id the message claims.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from master.store.base import MinionRecord, ReturnRecord
+from saline.errors import KeyRingError
+from saline.keys import KeyEntry, KeyState
+from saline.protocol import Bye, Heartbeat, Hello, Pending, Refused, Rehello, Return, Welcome
+
+if TYPE_CHECKING:
+    from master.daemon import Master
+
+log = logging.getLogger(__name__)
+
+
+class Policy(StrEnum):
+    ANY_KEY = "any_key"
+    MINION = "minion"
+
+
+@dataclass(frozen=True)
+class Peer:
+    #: ROUTER routing id of the connection the frame came on
+    route: bytes
+    #: Z85 public key the connection authenticated with (ZAP User-Id)
+    public: str
+    #: what the key ring knows of that key
+    entry: KeyEntry | None
+
+    @property
+    def accepted_id(self) -> str | None:
+        if self.entry is not None and self.entry.state is KeyState.ACCEPTED:
+            return self.entry.id
+        return None
+
+
+@dataclass
+class Batch:
+    """What one pass over the socket collected; committed together (one transaction)."""
+
+    returns: list[tuple[bytes, ReturnRecord]]
+
+
+def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
+    entry = peer.entry
+    if entry is None:
+        state = _admit_new_key(master, peer, msg)
+        if state is None:
+            return
+        if state is KeyState.PENDING:
+            master.reply(peer.route, Pending(reason=f"key of {msg.id} is pending acceptance"))
+            return
+        entry = master.keys.lookup_key(peer.public)
+        assert entry is not None
+    if entry.id != msg.id:
+        master.refusals.count("id_mismatch", f"key of {entry.id!r} claimed id {msg.id!r}")
+        master.reply(peer.route, Refused(reason=f"this key belongs to {entry.id!r}"))
+        return
+    if entry.state is KeyState.PENDING:
+        master.reply(peer.route, Pending(reason=f"key of {msg.id} is pending acceptance"))
+        return
+    if entry.state is not KeyState.ACCEPTED:
+        master.refusals.count("rejected_key", msg.id)
+        master.reply(peer.route, Refused(reason="key rejected"))
+        return
+    master.grains[msg.id] = msg.grains
+    master.store.save_minion(MinionRecord(msg.id, msg.grains, time.time()))
+    if master.presence.start(msg.id, peer.route):
+        master.bus.publish(f"saline/minion/{msg.id}/start", {"version": msg.version}, msg.id)
+    master.reply(peer.route, Welcome(id=msg.id, master_version=master.version))
+
+
+def _admit_new_key(master: "Master", peer: Peer, msg: Hello) -> KeyState | None:
+    """A key never seen before: pending, or accepted when auto_accept is on."""
+    state = KeyState.ACCEPTED if master.config.auto_accept else KeyState.PENDING
+    try:
+        master.keys.add(msg.id, peer.public, state)
+    except KeyRingError as e:
+        master.refusals.count("id_conflict", str(e))
+        master.reply(peer.route, Refused(reason=str(e)))
+        return None
+    if state is KeyState.ACCEPTED:
+        log.warning("AUTO-ACCEPTED the key of minion %r (auto_accept is on)", msg.id)
+    else:
+        log.info("new key of minion %r is pending: `saline key accept %s`", msg.id, msg.id)
+        master.bus.publish(f"saline/key/{msg.id}/pending", {"id": msg.id}, None)
+    return state
+
+
+def on_heartbeat(master: "Master", peer: Peer, msg: Heartbeat, batch: Batch) -> None:
+    if not master.presence.seen(msg.id, peer.route):
+        master.reply(peer.route, Rehello())
+
+
+def on_return(master: "Master", peer: Peer, msg: Return, batch: Batch) -> None:
+    master.presence.seen(msg.id, peer.route)
+    record = ReturnRecord(
+        jid=msg.jid,
+        minion=msg.id,  # equal to the key's bound id: the policy checked it
+        fun=msg.fun,
+        success=msg.success,
+        retcode=msg.retcode,
+        ret=msg.ret,
+        duration_ms=msg.duration_ms,
+        received=time.time(),
+    )
+    batch.returns.append((peer.route, record))
+
+
+def on_bye(master: "Master", peer: Peer, msg: Bye, batch: Batch) -> None:
+    if master.presence.drop(msg.id):
+        master.bus.publish(f"saline/minion/{msg.id}/lost", {"reason": "shutdown"}, msg.id)
+
+
+Handler = Callable[["Master", Peer, Any, Batch], None]
+
+HANDLERS: dict[str, tuple[Policy, Handler]] = {
+    "hello": (Policy.ANY_KEY, on_hello),
+    "heartbeat": (Policy.MINION, on_heartbeat),
+    "return": (Policy.MINION, on_return),
+    "bye": (Policy.MINION, on_bye),
+}
+
+
+def refusal(policy: Policy, peer: Peer, claimed_id: str) -> str | None:
+    """Why ``peer`` may not send a message under ``policy`` claiming ``claimed_id``; None if ok."""
+    if policy is Policy.ANY_KEY:
+        return None
+    if peer.accepted_id is None:
+        return "not_accepted"
+    if peer.accepted_id != claimed_id:
+        return "id_mismatch"
+    return None

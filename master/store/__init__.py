@@ -1,0 +1,1 @@
+"""Job and event storage: one interface (``base.Store``), one implementation per file."""

@@ -1,0 +1,375 @@
+"""SQLite implementation of ``Store``: the embedded default, one file, WAL mode.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A committed transaction is
+in the WAL file (in the OS page cache) when ``COMMIT`` returns, so it survives a crash or
+``kill -9`` of the master process, which is the contract of ``base.Store``. It may be
+lost on a power failure or kernel crash (the WAL is fsynced only at checkpoints); that
+is the accepted trade-off for not paying one fsync per batch.
+
+Structured values (args, kwargs, return values, event data, grains) are stored as
+msgpack blobs: return values may hold bytes and large strings, which JSON cannot carry
+losslessly. Tuples come back as lists, as they do over the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from master.store.base import (
+    EventRecord,
+    JobRecord,
+    JobSummary,
+    MinionRecord,
+    ReturnRecord,
+    Store,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+# Executed one by one in a transaction (executescript would commit implicitly).
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        jid TEXT PRIMARY KEY,
+        fun TEXT NOT NULL,
+        args BLOB NOT NULL,
+        kwargs BLOB NOT NULL,
+        target TEXT NOT NULL,
+        tgt_type TEXT NOT NULL,
+        minions BLOB NOT NULL,
+        missing BLOB NOT NULL,
+        user TEXT NOT NULL,
+        created REAL NOT NULL,
+        timeout REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS returns (
+        jid TEXT NOT NULL,
+        minion TEXT NOT NULL,
+        fun TEXT NOT NULL,
+        success INTEGER NOT NULL,
+        retcode INTEGER NOT NULL,
+        ret BLOB NOT NULL,
+        duration_ms REAL NOT NULL,
+        received REAL NOT NULL,
+        PRIMARY KEY (jid, minion)
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tag TEXT NOT NULL,
+        data BLOB NOT NULL,
+        minion TEXT,
+        ts REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS minions (
+        id TEXT PRIMARY KEY,
+        grains BLOB NOT NULL,
+        last_seen REAL NOT NULL
+    )""",
+)
+
+# Full statements as literals (no SQL is built from strings at run time).
+_INSERT_JOB = (
+    "INSERT OR REPLACE INTO jobs"
+    " (jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SELECT_JOB = (
+    "SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout"
+    " FROM jobs WHERE jid = ?"
+)
+# Correlated subqueries use the (jid, minion) primary key of returns and only touch the
+# returns of the selected jobs, unlike a GROUP BY over all returns.
+_LIST_JOBS = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
+    FROM jobs j ORDER BY j.jid DESC LIMIT ?
+"""
+_INSERT_RETURN = (
+    "INSERT OR IGNORE INTO returns"
+    " (jid, minion, fun, success, retcode, ret, duration_ms, received)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
+_SELECT_RETURNS = (
+    "SELECT jid, minion, fun, success, retcode, ret, duration_ms, received"
+    " FROM returns WHERE jid = ? ORDER BY minion"
+)
+
+
+def _pack(value: Any) -> bytes:
+    """Serialise a msgpack-able value; raises TypeError for anything else."""
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _unpack(blob: bytes) -> Any:
+    # strict_map_key=False: return values may be dicts with int keys.
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout = row
+    return JobRecord(
+        jid=jid,
+        fun=fun,
+        args=_unpack(args),
+        kwargs=_unpack(kwargs),
+        target=target,
+        tgt_type=tgt_type,
+        minions=_unpack(minions),
+        missing=_unpack(missing),
+        user=user,
+        created=created,
+        timeout=timeout,
+    )
+
+
+def _return_from_row(row: tuple[Any, ...]) -> ReturnRecord:
+    jid, minion, fun, success, retcode, ret, duration_ms, received = row
+    return ReturnRecord(
+        jid=jid,
+        minion=minion,
+        fun=fun,
+        success=bool(success),
+        retcode=retcode,
+        ret=_unpack(ret),
+        duration_ms=duration_ms,
+        received=received,
+    )
+
+
+def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    seq, tag, data, minion, ts = row
+    return EventRecord(tag=tag, data=_unpack(data), minion=minion, ts=ts, seq=seq)
+
+
+class SqliteStore(Store):
+    """``Store`` on one SQLite file.
+
+    All calls must come from one thread (the master's event loop thread, see
+    ``base.Store``); ``check_same_thread=False`` only allows creating the store in a
+    different thread than the one using it. The connection is not thread-safe for
+    concurrent use.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if missing) the database at ``path``.
+
+        The parent directory is created with mode 0700 and the file is mode 0600: return
+        values may contain secrets.
+        """
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create the file ourselves so it never exists with umask-derived permissions;
+        # SQLite gives the -wal and -shm files the mode of the database file.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
+
+        # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
+        self._conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            self._configure()
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    def _configure(self) -> None:
+        (mode,) = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            # e.g. a filesystem without shared memory support; the durability and
+            # readers-don't-block guarantees depend on WAL, so refuse to run without it.
+            raise RuntimeError(f"cannot enable WAL on {self.path} (journal_mode={mode})")
+        # Durable against a process kill -9 (the master's crash model); see module doc.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this code "
+                    f"({SCHEMA_VERSION}); refusing to open it"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+            # PRAGMA takes no parameters; the value is our own integer constant.
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits on success, rolls back on any exception.
+
+        IMMEDIATE takes the write lock up front, so a concurrent writer (another process
+        on the same file) makes us wait in busy_timeout at BEGIN rather than fail later.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException:
+            # Also covers a failed COMMIT, which leaves the transaction open.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def save_job(self, job: JobRecord) -> None:
+        """Insert or replace the job; durable (see module doc) when this returns."""
+        row = (
+            job.jid,
+            job.fun,
+            _pack(job.args),
+            _pack(job.kwargs),
+            job.target,
+            job.tgt_type,
+            _pack(job.minions),
+            _pack(job.missing),
+            job.user,
+            job.created,
+            job.timeout,
+        )
+        with self._transaction() as conn:
+            conn.execute(
+                _INSERT_JOB,
+                row,
+            )
+
+    def get_job(self, jid: str) -> JobRecord | None:
+        row = self._conn.execute(
+            _SELECT_JOB,
+            (jid,),
+        ).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def list_jobs(self, limit: int = 50) -> list[JobSummary]:
+        """The ``limit`` newest jobs (by jid, which sorts by time), newest first."""
+        rows = self._conn.execute(_LIST_JOBS, (limit,)).fetchall()
+        return [
+            JobSummary(job=_job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
+            for row in rows
+        ]
+
+    # -- returns ----------------------------------------------------------------------
+
+    def save_returns(self, returns: Sequence[ReturnRecord]) -> list[bool]:
+        """Store the batch in one transaction; element i is True when returns[i] was new.
+
+        Duplicates by (jid, minion) are ignored, including within the batch (the first
+        occurrence wins). Durable (see module doc) when this returns.
+        """
+        if not returns:
+            return []
+        # Serialise before BEGIN so a bad value cannot hold the write lock.
+        rows = [
+            (
+                r.jid,
+                r.minion,
+                r.fun,
+                int(r.success),
+                r.retcode,
+                _pack(r.ret),
+                r.duration_ms,
+                r.received,
+            )
+            for r in returns
+        ]
+        new: list[bool] = []
+        with self._transaction() as conn:
+            for row in rows:
+                cur = conn.execute(
+                    _INSERT_RETURN,
+                    row,
+                )
+                # rowcount is 1 when inserted, 0 when the (jid, minion) key already existed.
+                new.append(cur.rowcount == 1)
+        return new
+
+    def job_returns(self, jid: str) -> dict[str, ReturnRecord]:
+        """Returns of ``jid`` keyed by minion id."""
+        rows = self._conn.execute(
+            _SELECT_RETURNS,
+            (jid,),
+        ).fetchall()
+        return {row[1]: _return_from_row(row) for row in rows}
+
+    # -- events -----------------------------------------------------------------------
+
+    def save_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
+        """Store the batch in one transaction; returns copies with increasing ``seq`` set.
+
+        Any ``seq`` already set on the input is ignored. AUTOINCREMENT guarantees seq is
+        never reused, even after the newest events were deleted.
+        """
+        if not events:
+            return []
+        rows = [(e.tag, _pack(e.data), e.minion, e.ts) for e in events]
+        saved: list[EventRecord] = []
+        with self._transaction() as conn:
+            for event, row in zip(events, rows, strict=True):
+                cur = conn.execute(
+                    "INSERT INTO events (tag, data, minion, ts) VALUES (?,?,?,?)", row
+                )
+                saved.append(dataclasses.replace(event, seq=cur.lastrowid))
+        return saved
+
+    def events_since(self, seq: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """At most ``limit`` events with seq > ``seq``, oldest first."""
+        rows = self._conn.execute(
+            "SELECT seq, tag, data, minion, ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        return [_event_from_row(row) for row in rows]
+
+    # -- minions ----------------------------------------------------------------------
+
+    def save_minion(self, minion: MinionRecord) -> None:
+        """Insert or update (grains and last_seen) the minion."""
+        row = (minion.id, _pack(minion.grains), minion.last_seen)
+        with self._transaction() as conn:
+            conn.execute(
+                """INSERT INTO minions (id, grains, last_seen) VALUES (?,?,?)
+                   ON CONFLICT (id) DO UPDATE
+                   SET grains = excluded.grains, last_seen = excluded.last_seen""",
+                row,
+            )
+
+    def minions(self) -> dict[str, MinionRecord]:
+        rows = self._conn.execute(
+            "SELECT id, grains, last_seen FROM minions ORDER BY id"
+        ).fetchall()
+        return {
+            mid: MinionRecord(id=mid, grains=_unpack(grains), last_seen=last_seen)
+            for mid, grains, last_seen in rows
+        }
+
+    def forget_minion(self, minion_id: str) -> None:
+        """Delete the minion's row (its jobs, returns and events are kept)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM minions WHERE id = ?", (minion_id,))
+
+    def close(self) -> None:
+        """Close the connection; idempotent. The store is unusable afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self._conn.close()

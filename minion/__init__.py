@@ -1,0 +1,1 @@
+"""The saline minion agent: connection and spool, executor, execution modules, grains."""

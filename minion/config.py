@@ -1,0 +1,62 @@
+"""MinionConfig: every setting of ``saline minion``, validated by pydantic."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saline.config import load_yaml_model, resolve_config_path
+from saline.protocol import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
+
+DEFAULT_MINION_CONFIG = "/etc/saline/minion.yaml"
+
+
+class ServiceSpec(BaseModel):
+    """A service run by saline's own process supervisor (the lab; nodes without systemd)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: command line, exec'd directly (never through a shell)
+    argv: list[str] = Field(min_length=1)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    #: seconds to wait after SIGTERM before SIGKILL
+    stop_timeout: float = Field(default=10.0, gt=0)
+
+
+class MinionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: minion id; defaults to the host's fqdn
+    id: str | None = Field(default=None, pattern=MINION_ID_PATTERN)
+    #: master host and port
+    master: str = "127.0.0.1"
+    master_port: int = Field(default=4606, ge=1, le=65535)
+    #: fingerprint (``saline key finger``) the master's key must have; refuse any other
+    master_finger: str | None = None
+    #: the master's public key (Z85), or a file holding it; required to start CurveZMQ
+    master_pub: str | None = None
+    pki_dir: Path = Path("/etc/saline/pki/minion")
+    #: return spool and service supervisor state
+    cachedir: Path = Path("/var/lib/saline/minion")
+    log_file: Path | None = None
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: static grains merged over the collected ones (e.g. role: backend)
+    grains: dict[str, Any] = Field(default_factory=dict)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: seconds between hellos while the key is pending
+    acceptance_wait: float = Field(default=5.0, gt=0)
+    #: seconds between resends of returns the master has not acknowledged
+    return_retry: float = Field(default=5.0, gt=0)
+    #: upper bound on any function's run time, whatever the job asks
+    max_function_timeout: float = Field(default=3600.0, gt=0)
+    max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME, ge=1024)
+    #: service provider: systemd when present, else saline's supervisor
+    service_provider: Literal["auto", "systemd", "supervisor"] = "auto"
+    #: services known to the supervisor provider
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)
+
+
+def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:
+    resolved = resolve_config_path(path, DEFAULT_MINION_CONFIG)
+    return load_yaml_model(resolved, MinionConfig), resolved

@@ -1,0 +1,260 @@
+"""The minion agent: one CurveZMQ link to the master, jobs forked under timeouts, a spool.
+
+Session walk: connect → (handshake) → hello → welcome → heartbeats; jobs arrive, run in
+forked children, their returns are spooled, sent, and resent until acknowledged. A
+``pending`` answer makes the minion say hello again every ``acceptance_wait`` seconds; a
+``rehello`` (the master restarted) makes it say hello at once.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from enum import StrEnum
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+from zmq.utils.monitor import parse_monitor_message
+
+import saline
+from minion.config import MinionConfig
+from minion.executor import execute
+from minion.grains import collect_grains, minion_id
+from minion.modules import registry
+from minion.modules.base import Context
+from minion.services.select import select_provider
+from minion.spool import ReturnSpool
+from saline.codec import decode_from_master, encode
+from saline.errors import KeyRingError, ProtocolError
+from saline.keys import check_public_key, fingerprint, is_public_key, load_or_create_keypair
+from saline.protocol import (
+    Ack,
+    Bye,
+    Heartbeat,
+    Hello,
+    Job,
+    Pending,
+    Refused,
+    Rehello,
+    Return,
+    Welcome,
+)
+from saline.transport import connect_dealer, tcp_address
+
+log = logging.getLogger(__name__)
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"
+    PENDING = "pending"
+    REFUSED = "refused"
+    READY = "ready"
+
+
+def master_public_key(config: MinionConfig) -> str:
+    """The master's Z85 key from config (inline or a file), checked against master_finger.
+
+    :raises KeyRingError: no key, a malformed key, or a fingerprint mismatch.
+    """
+    value = config.master_pub
+    if value is None:
+        default = config.pki_dir / "master.pub"
+        if not default.exists():
+            raise KeyRingError(
+                f"no master key: set master_pub or place the master's master.pub at {default}"
+            )
+        value = str(default)
+    if not is_public_key(value):
+        try:
+            value = Path(value).read_text().strip()
+        except OSError as e:
+            raise KeyRingError(f"cannot read master_pub {value}: {e.strerror}") from e
+    public = check_public_key(value)
+    if config.master_finger is not None:
+        actual = fingerprint(public)
+        if actual.lower() != config.master_finger.strip().lower():
+            raise KeyRingError(
+                f"master key fingerprint {actual} differs from master_finger "
+                f"{config.master_finger}: refusing to talk to this master"
+            )
+    return public
+
+
+class Minion:
+    def __init__(self, config: MinionConfig) -> None:
+        self.config = config
+        self.id = minion_id(config)
+        self.master_pub = master_public_key(config)
+        self.keypair = load_or_create_keypair(config.pki_dir, "minion")
+        self.grains = collect_grains(config, self.id)
+        self.ctx = Context(
+            minion_id=self.id,
+            config=config,
+            grains=self.grains,
+            services=select_provider(config),
+            functions=registry(),
+        )
+        self.spool = ReturnSpool(config.cachedir / "spool", config.max_frame_bytes)
+        self.state = LinkState.CONNECTING
+        self.sock: zmq.asyncio.Socket | None = None
+        self._sent_at: dict[str, float] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+
+    def send(self, message: BaseModel) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.send(encode(message), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("send queue full; %s will be retried", message.__class__.__name__)
+
+    def hello(self) -> None:
+        self.send(Hello(id=self.id, grains=self.grains, version=saline.__version__))
+
+    # -- returns -----------------------------------------------------------------------
+
+    def _bounded(self, ret: Return) -> Return:
+        """A return too large for one frame becomes an error saying so (the job still ends)."""
+        if len(encode(ret)) <= self.config.max_frame_bytes:
+            return ret
+        return ret.model_copy(
+            update={
+                "success": False,
+                "retcode": 1,
+                "ret": {"error": "return_too_large", "message": "return exceeds max_frame_bytes"},
+            }
+        )
+
+    def _send_return(self, ret: Return) -> None:
+        self._sent_at[ret.jid] = time.monotonic()
+        self.send(ret)
+
+    def flush_spool(self, older_than: float = 0.0) -> None:
+        now = time.monotonic()
+        for ret in self.spool.pending():
+            if now - self._sent_at.get(ret.jid, 0.0) >= older_than:
+                self._send_return(ret)
+
+    async def run_job(self, job: Job) -> None:
+        timeout = min(job.timeout, self.config.max_function_timeout)
+        ret = self._bounded(await execute(self.ctx, job, self.id, timeout))
+        self.spool.put(ret)  # before sending: an ack can only follow a spooled return
+        self._send_return(ret)
+
+    # -- inbound -----------------------------------------------------------------------
+
+    def on_message(self, data: bytes) -> None:
+        try:
+            msg = decode_from_master(data, self.config.max_frame_bytes)
+        except ProtocolError as e:
+            log.warning("ignored a frame from the master: %s", e)
+            return
+        match msg:
+            case Job():
+                task = asyncio.create_task(self.run_job(msg))
+                self._jobs.add(task)
+                task.add_done_callback(self._jobs.discard)
+            case Ack():
+                for jid in msg.jids:
+                    self.spool.remove(jid)
+                    self._sent_at.pop(jid, None)
+            case Rehello():
+                self.hello()
+            case Pending():
+                if self.state is not LinkState.PENDING:
+                    log.warning("key pending on the master: %s", msg.reason)
+                self.state = LinkState.PENDING
+            case Refused():
+                log.error("the master refused us: %s", msg.reason)
+                self.state = LinkState.REFUSED
+            case Welcome():
+                if self.state is not LinkState.READY:
+                    log.info("accepted by the master as %s", self.id)
+                self.state = LinkState.READY
+                self.flush_spool()
+
+    async def _receive_loop(self) -> None:
+        assert self.sock is not None
+        while True:
+            self.on_message(await self.sock.recv())
+
+    async def _timer_loop(self) -> None:
+        """Heartbeats when ready; hellos while not; resends of unacknowledged returns."""
+        cfg = self.config
+        tick = min(cfg.heartbeat_interval, cfg.acceptance_wait, 1.0)
+        last_beat = last_hello = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self.state is LinkState.READY:
+                if now - last_beat >= cfg.heartbeat_interval:
+                    self.send(Heartbeat(id=self.id))
+                    last_beat = now
+                self.flush_spool(older_than=cfg.return_retry)
+            elif now - last_hello >= cfg.acceptance_wait:
+                self.hello()
+                last_hello = now
+
+    async def _monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
+        """Every successful handshake (first connect, master restart) starts a session."""
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.state = LinkState.CONNECTING
+                self.hello()
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.state = LinkState.CONNECTING
+
+    async def serve(self) -> None:
+        ctx = zmq.asyncio.Context()
+        address = tcp_address(self.config.master, self.config.master_port)
+        self.sock = connect_dealer(
+            ctx, self.keypair, self.master_pub, address, self.config.max_frame_bytes
+        )
+        monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        tasks = [
+            asyncio.create_task(c)
+            for c in (self._receive_loop(), self._timer_loop(), self._monitor_loop(monitor))
+        ]
+        log.info(
+            "minion %s connecting to %s (key %s)",
+            self.id,
+            address,
+            fingerprint(self.keypair.public),
+        )
+        try:
+            done, _ = await asyncio.wait(
+                [asyncio.create_task(self.stopping.wait()), *tasks],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if self.state is LinkState.READY:
+                self.send(Bye(id=self.id))
+                # give the bye a moment on the wire; LINGER 0 would drop it
+                with contextlib.suppress(zmq.ZMQError):
+                    self.sock.setsockopt(zmq.LINGER, 500)
+        finally:
+            for task in (*tasks, *self._jobs):
+                task.cancel()
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            monitor.close()
+            self.sock.close()
+            ctx.term()
+            log.info("minion %s stopped", self.id)
+
+
+def run_minion(config: MinionConfig) -> None:
+    """Run until SIGTERM/SIGINT. :raises SalineError: on a fatal set-up problem (keys...)."""
+    minion = Minion(config)
+    asyncio.run(minion.serve())

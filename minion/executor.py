@@ -1,0 +1,166 @@
+"""Run one execution function in a forked child, under a timeout, and build its Return.
+
+Forking keeps the minion alive and responsive whatever the function does: a function that
+raises, hangs, or leaks is confined to its child; on timeout the child's whole process
+group is killed. The result comes back as msgpack over a pipe.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from minion.modules.base import Context, ExecutionError, Outcome
+from saline.protocol import Job, Return
+
+
+def _error(kind: str, message: str) -> dict[str, str]:
+    return {"error": kind, "message": message}
+
+
+def call_function(ctx: Context, job: Job) -> tuple[bool, int, Any]:
+    """Run the function in this process: (success, retcode, return). Never raises."""
+    fn: Callable[..., Any] | None = ctx.functions.get(job.fun)
+    if fn is None:
+        return False, 254, _error("unknown_function", f"no function {job.fun!r} on this minion")
+    try:
+        value = fn(ctx, *job.args, **job.kwargs)
+    except ExecutionError as e:
+        return False, 1, _error("execution_error", str(e))
+    except TypeError as e:
+        # almost always a wrong argument list from the operator
+        return False, 1, _error("bad_arguments", f"{job.fun}: {e}")
+    except Exception as e:
+        tb = traceback.format_exc(limit=5)
+        return False, 1, _error(type(e).__name__, f"{e}\n{tb}")
+    if isinstance(value, Outcome):
+        return value.retcode == 0, value.retcode, value.value
+    return True, 0, value
+
+
+def _pack_result(result: tuple[bool, int, Any]) -> bytes:
+    def fallback(obj: object) -> object:
+        if isinstance(obj, set | frozenset | tuple):
+            return list(obj)
+        return repr(obj)
+
+    data: bytes = msgpack.packb(list(result), use_bin_type=True, default=fallback)
+    return data
+
+
+def _child(ctx: Context, job: Job, write_fd: int) -> None:
+    """Body of the forked child: never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)  # own group: a timeout kills everything this job started
+        signal.set_wakeup_fd(-1)  # the parent's loop owns that fd
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        payload = _pack_result(call_function(ctx, job))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(write_fd, view) :]
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+async def _read_all(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    chunks: list[bytes] = []
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+            return
+        loop.remove_reader(fd)
+        if not done.done():
+            done.set_result(b"".join(chunks))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _reap(pid: int) -> int:
+    """Wait for the child without blocking the loop (pidfd becomes readable on exit)."""
+    loop = asyncio.get_running_loop()
+    pidfd = os.pidfd_open(pid)
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+async def execute(ctx: Context, job: Job, minion_id: str, timeout: float) -> Return:
+    """Fork, run ``job`` in the child, and return its Return (failure on crash or timeout)."""
+    started = time.monotonic()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(ctx, job, write_fd)
+    os.close(write_fd)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # set from both sides: no window where a timeout misses the group
+    timed_out = False
+    try:
+        try:
+            payload = await asyncio.wait_for(_read_all(read_fd), timeout)
+        except TimeoutError:
+            timed_out = True
+            payload = b""
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        exit_code = await _reap(pid)
+    finally:
+        os.close(read_fd)
+    result: tuple[bool, int, Any]
+    if timed_out:
+        result = (
+            False,
+            124,
+            _error("timeout", f"{job.fun} did not finish in {timeout:g}s; killed"),
+        )
+    elif payload:
+        success, retcode, value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        result = (bool(success), int(retcode), value)
+    else:
+        result = (False, 1, _error("crashed", f"{job.fun}: child exited with {exit_code}"))
+    success, retcode, value = result
+    return Return(
+        jid=job.jid,
+        id=minion_id,
+        fun=job.fun,
+        success=success,
+        retcode=retcode,
+        ret=value,
+        duration_ms=(time.monotonic() - started) * 1000,
+    )

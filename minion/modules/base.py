@@ -1,0 +1,42 @@
+"""What every execution function receives and may return.
+
+An execution function is a plain function ``fn(ctx: Context, *args, **kwargs)``, listed in
+its module's ``FUNCTIONS`` dict and registered in ``minion.modules.REGISTRY``. Nothing is
+injected behind its back: everything it needs comes through ``ctx``. It runs in a forked
+child of the minion under a timeout, so it may block; it must return msgpack-able data.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from minion.config import MinionConfig
+from minion.services.base import ServiceProvider
+from saline.errors import SalineError
+
+
+class ExecutionError(SalineError):
+    """An expected failure of an execution function (bad argument, missing file...).
+
+    The executor turns it into a failed return ``{"error": ..., "message": ...}``.
+    """
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A return value with an explicit retcode (``cmd.run``); success means retcode 0."""
+
+    value: Any
+    retcode: int
+
+
+@dataclass
+class Context:
+    """The dependencies of execution functions, passed explicitly."""
+
+    minion_id: str
+    config: MinionConfig
+    grains: dict[str, Any]
+    services: ServiceProvider
+    #: every registered function by full name ("test.ping"), for sys.*
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The reactor: rules matching events, guards, actions and their audit."""

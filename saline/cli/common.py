@@ -1,0 +1,66 @@
+"""Helpers shared by CLI commands: config resolution, the master client, output formats."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from saline.errors import SalineError
+
+
+def obj(ctx: click.Context) -> dict[str, Any]:
+    root = ctx.find_root()
+    value: dict[str, Any] = root.obj or {}
+    return value
+
+
+def master_config(ctx: click.Context) -> Any:
+    """The master config named by -c / $SALINE_CONFIG (the CLI talks to that master)."""
+    from master.config import load_master_config
+
+    config, _ = load_master_config(obj(ctx).get("config_path"))
+    return config
+
+
+def client(ctx: click.Context, timeout: float | None = 10.0) -> Any:
+    from saline.client import MasterClient
+
+    return MasterClient(Path(master_config(ctx).client_socket), timeout=timeout)
+
+
+def dump(value: Any, out: str) -> str:
+    if out == "json":
+        return json.dumps(value, indent=2, sort_keys=True, default=_jsonable)
+    import yaml
+
+    return str(yaml.safe_dump(_plain(value), sort_keys=True, default_flow_style=False)).rstrip()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return repr(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"saline: error: {message}", err=True)
+    sys.exit(code)
+
+
+OUT_CHOICE = click.Choice(["human", "json", "yaml"])
+
+
+def handle_errors(e: SalineError) -> None:
+    fail(str(e))

@@ -1,0 +1,35 @@
+"""``saline events``: stream the master's bus live; ``--since`` replays stored events first."""
+
+import json
+from datetime import datetime
+
+import click
+
+from saline.cli.common import client
+
+
+@click.command()
+@click.option("--tag", default="*", help="only tags matching this glob (e.g. 'saline/minion/*')")
+@click.option("--out", type=click.Choice(["human", "json"]), default="human")
+@click.option("--since", type=int, default=None, help="replay stored events after this seq")
+@click.option("--count", type=int, default=None, help="stop after this many events")
+@click.pass_context
+def events(ctx: click.Context, tag: str, out: str, since: int | None, count: int | None) -> None:
+    """Print events as they are published (Ctrl-C stops). JSON: one object per line."""
+    seen = 0
+    with client(ctx, timeout=None) as master:
+        master.send("events", tag=tag, since=since)
+        master.receive()  # "subscribed": from here on nothing is missed
+        try:
+            while count is None or seen < count:
+                event = master.receive()
+                event.pop("type", None)
+                seen += 1
+                if out == "json":
+                    click.echo(json.dumps(event, sort_keys=True, default=repr), nl=True)
+                else:
+                    stamp = datetime.fromtimestamp(event["ts"]).strftime("%H:%M:%S.%f")[:-3]
+                    who = event["minion"] or "master"
+                    click.echo(f"{stamp} {event['tag']} ({who}) {json.dumps(event['data'])}")
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,204 @@
+"""``saline run``: one execution function on the targeted minions, returns as they arrive.
+
+Exit codes (also in the README):
+
+* 0  every targeted minion returned success
+* 1  saline error (no master, bad config, bad target, refused by the ACL)
+* 2  usage error
+* 3  the target matched no accepted minion
+* 10 + bits otherwise: +1 some minion returned failure, +2 some timed out,
+  +4 some were not reached (offline). 11..17 name every combination.
+"""
+
+import json
+import re
+import sys
+import time
+from typing import Any
+
+import click
+
+from saline.cli.common import OUT_CHOICE, client, dump
+
+EXIT_OK = 0
+EXIT_NO_MATCH = 3
+EXIT_BASE = 10
+BIT_FAILED, BIT_TIMED_OUT, BIT_NOT_REACHED = 1, 2, 4
+
+_KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """Numbers, booleans, null and JSON lists/maps become typed; everything else stays text."""
+    if _NUMBER.match(text):
+        return float(text) if "." in text else int(text)
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def split_arguments(raw: tuple[str, ...]) -> tuple[list[Any], dict[str, Any]]:
+    """ARG ... KEY=VALUE ...: a word is a keyword argument when it starts with ``name=``."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for word in raw:
+        match = _KWARG.match(word)
+        if match:
+            kwargs[match.group(1)] = parse_value(match.group(2))
+        else:
+            args.append(parse_value(word))
+    return args, kwargs
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if not summary["minions"]:
+        return EXIT_NO_MATCH
+    bits = (
+        (BIT_FAILED if summary["failed"] else 0)
+        | (BIT_TIMED_OUT if summary["timed_out"] else 0)
+        | (BIT_NOT_REACHED if summary["not_reached"] else 0)
+    )
+    return EXIT_BASE + bits if bits else EXIT_OK
+
+
+def _human_return(minion_id: str, value: Any, success: bool) -> str:
+    mark = "" if success else "  [FAILED]"
+    if isinstance(value, dict | list):
+        body = "\n".join("    " + line for line in dump(value, "yaml").splitlines())
+        return f"{minion_id}:{mark}\n{body}"
+    if isinstance(value, str) and "\n" in value:
+        return f"{minion_id}:{mark}\n" + "\n".join("    " + line for line in value.splitlines())
+    return f"{minion_id}:{mark}\n    {value}"
+
+
+class Progress:
+    """A one-line counter on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self.enabled = sys.stderr.isatty() and total > 1
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.enabled:
+            elapsed = time.monotonic() - self.started
+            sys.stderr.write(f"\r[{self.done}/{self.total} answered, {elapsed:.1f}s]")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("function")
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-T",
+    "--tgt-type",
+    type=click.Choice(["glob", "list", "grain", "compound"]),
+    default="glob",
+    help="how TARGET is read (default glob on the minion id)",
+)
+@click.option("-t", "--timeout", type=float, default=None, help="seconds to wait per minion")
+@click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
+@click.option("--out", type=OUT_CHOICE, default="human", help="output format")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    target: str,
+    function: str,
+    arguments: tuple[str, ...],
+    tgt_type: str,
+    timeout: float | None,
+    batch: int | None,
+    out: str,
+) -> None:
+    """Run FUNCTION with ARG ... KEY=VALUE ... on the minions TARGET matches.
+
+    \b
+    Examples:
+      saline run '*' test.ping
+      saline run -T grain role:backend cmd.run 'uname -r'
+      saline run -T compound 'G@role:backend and not be3' service.status etcd
+      saline run -T list be1,be2 cmd.run "ls /tmp" cwd=/ --batch 1
+    """
+    args, kwargs = split_arguments(arguments)
+    returns: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    with client(ctx, timeout=None) as master:
+        stream = master.stream(
+            "run",
+            target=target,
+            tgt_type=tgt_type,
+            fun=function,
+            args=args,
+            kwargs=kwargs,
+            timeout=timeout,
+            batch=batch,
+        )
+        progress = Progress(0)
+        for message in stream:
+            kind = message["type"]
+            if kind == "job":
+                progress = Progress(len(message["minions"]))
+                if out == "human" and message["missing"]:
+                    click.echo(f"not reached (offline): {', '.join(message['missing'])}", err=True)
+            elif kind == "ret":
+                progress.tick()
+                returns[message["id"]] = {
+                    "success": message["success"],
+                    "retcode": message["retcode"],
+                    "return": message["return"],
+                }
+                if out == "human":
+                    progress.clear()
+                    click.echo(_human_return(message["id"], message["return"], message["success"]))
+            elif kind in ("timed_out", "not_reached"):
+                progress.tick()
+            elif kind == "done":
+                summary = message
+        progress.clear()
+    code = exit_code(summary)
+    if out == "human":
+        _print_summary(summary)
+    else:
+        document = {
+            "jid": summary["jid"],
+            "returns": returns,
+            "missing": summary["not_reached"],
+            "timed_out": summary["timed_out"],
+        }
+        click.echo(dump(document, out))
+    ctx.exit(code)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    if not summary["minions"]:
+        click.echo("no minion matched the target", err=True)
+        return
+    for minion_id in summary["timed_out"]:
+        click.echo(f"{minion_id}:\n    TIMED OUT: no return before the timeout")
+    parts = [
+        f"{len(summary['minions'])} targeted",
+        f"{len(summary['succeeded'])} succeeded",
+        f"{len(summary['failed'])} failed",
+        f"{len(summary['timed_out'])} timed out",
+        f"{len(summary['not_reached'])} not reached",
+    ]
+    click.echo(f"jid {summary['jid']}: " + ", ".join(parts), err=True)
+    for key, label in (("timed_out", "timed out"), ("not_reached", "not reached (offline)")):
+        if summary[key]:
+            click.echo(f"{label}: {', '.join(summary[key])}", err=True)

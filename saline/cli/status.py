@@ -1,0 +1,29 @@
+"""``saline status``: minions online and offline, keys waiting, what was refused."""
+
+import click
+
+from saline.cli.common import OUT_CHOICE, client, dump
+
+
+@click.command()
+@click.option("--out", type=OUT_CHOICE, default="human")
+@click.pass_context
+def status(ctx: click.Context, out: str) -> None:
+    """Which accepted minions are online, which keys wait, and refusal counters."""
+    with client(ctx) as master:
+        result = master.request("status")
+    result.pop("type", None)
+    accepted = result["keys"]["accepted"]
+    online = set(result["online"])
+    result["offline"] = [m for m in accepted if m not in online]
+    if out != "human":
+        click.echo(dump(result, out))
+        return
+    click.echo(f"online  ({len(online)}): {', '.join(sorted(online)) or '-'}")
+    click.echo(f"offline ({len(result['offline'])}): {', '.join(result['offline']) or '-'}")
+    pending = result["keys"]["pending"]
+    click.echo(f"pending keys ({len(pending)}): {', '.join(pending) or '-'}")
+    click.echo(f"active jobs: {result['active_jobs']}")
+    refusals = result["refusals"]
+    if refusals:
+        click.echo("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(refusals.items())))

@@ -1,0 +1,74 @@
+"""YAML configuration loading: pydantic validation with errors naming file, line and field."""
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from saline.errors import ConfigError
+
+C = TypeVar("C", bound=BaseModel)
+
+#: environment variable naming the config file when -c is not given
+CONFIG_ENV = "SALINE_CONFIG"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if match is None:
+                break
+            line = (key or match).start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None = None) -> C:
+    """Read ``path`` as YAML and validate it as ``model``.
+
+    :raises ConfigError: with ``file:line: field: message`` for the first problem found.
+    """
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of settings")
+    data.update(overrides or {})
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        line_no = _line_of(node, loc)
+        field = ".".join(str(p) for p in loc) or "(top)"
+        where = f"{path}:{line_no}" if line_no else str(path)
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {field}: {err['msg']}{more}") from e
+
+
+def resolve_config_path(given: str | None, default: str) -> Path:
+    """-c wins, then $SALINE_CONFIG, then the packaged default location."""
+    return Path(given or os.environ.get(CONFIG_ENV) or default)

@@ -1,0 +1,128 @@
+"""Messages between master and minions: a versioned envelope as a pydantic discriminated union.
+
+Every frame on the minion socket is one msgpack map with a protocol version ``v`` and a
+message ``kind``. The transport (``saline.transport``) never looks inside; the codec
+(``saline.codec``) turns bytes into exactly one of the models below or raises
+``ProtocolError``.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: protocol version spoken by this build; frames with another version are refused
+PROTOCOL_VERSION = 1
+#: default cap on one frame, bytes (16 MiB)
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+MINION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: protocol version of the sender
+    v: Literal[1] = 1
+
+
+# -- minion -> master -------------------------------------------------------------------
+
+
+class Hello(_Message):
+    """First message of a minion session: who it claims to be and what it looks like."""
+
+    kind: Literal["hello"] = "hello"
+    #: the id the minion claims; must equal the id bound to its accepted key
+    id: str = Field(pattern=MINION_ID_PATTERN)
+    #: grains collected on the minion, used for targeting
+    grains: dict[str, Any] = Field(default_factory=dict)
+    #: saline version of the minion
+    version: str = ""
+
+
+class Heartbeat(_Message):
+    """Periodic proof of life; keeps presence fresh."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    id: str = Field(pattern=MINION_ID_PATTERN)
+
+
+class Return(_Message):
+    """The outcome of one job on one minion; spooled on the minion until acknowledged."""
+
+    kind: Literal["return"] = "return"
+    jid: str = Field(max_length=64)
+    id: str = Field(pattern=MINION_ID_PATTERN)
+    fun: str = Field(max_length=256)
+    #: True when the function ran and reported success
+    success: bool
+    #: 0 on success; the process exit code for cmd.run; 1 for an error raised by the function
+    retcode: int
+    #: the function's return value, or a structured error ``{"error": ..., "message": ...}``
+    ret: Any = None
+    #: wall time of the function on the minion
+    duration_ms: float = 0.0
+
+
+class Bye(_Message):
+    """A minion shutting down cleanly: mark it lost at once instead of after the timeout."""
+
+    kind: Literal["bye"] = "bye"
+    id: str = Field(pattern=MINION_ID_PATTERN)
+
+
+# -- master -> minion -------------------------------------------------------------------
+
+
+class Welcome(_Message):
+    """The master accepted the session; the minion may now receive jobs."""
+
+    kind: Literal["welcome"] = "welcome"
+    id: str
+    master_version: str = ""
+
+
+class Pending(_Message):
+    """The minion's key waits for an operator; retry later."""
+
+    kind: Literal["pending"] = "pending"
+    reason: str = ""
+
+
+class Refused(_Message):
+    """The master refuses the session or message (wrong id for the key, rejected key...)."""
+
+    kind: Literal["refused"] = "refused"
+    reason: str = ""
+
+
+class Rehello(_Message):
+    """The master has no session for this minion (for example after a restart): say hello."""
+
+    kind: Literal["rehello"] = "rehello"
+
+
+class Job(_Message):
+    """Run one execution function."""
+
+    kind: Literal["job"] = "job"
+    jid: str = Field(max_length=64)
+    fun: str = Field(max_length=256)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: seconds the function may run before the minion kills it
+    timeout: float = Field(default=60.0, gt=0)
+
+
+class Ack(_Message):
+    """The master stored these returns; the minion may drop them from its spool."""
+
+    kind: Literal["ack"] = "ack"
+    jids: list[str]
+
+
+MinionMessage = Annotated[Hello | Heartbeat | Return | Bye, Field(discriminator="kind")]
+MasterMessage = Annotated[
+    Welcome | Pending | Refused | Rehello | Job | Ack, Field(discriminator="kind")
+]
+MINION_KINDS = frozenset({"hello", "heartbeat", "return", "bye"})
+MASTER_KINDS = frozenset({"welcome", "pending", "refused", "rehello", "job", "ack"})

@@ -1,0 +1,1 @@
+"""The state engine (render, validate, order, requisites, test mode) and state modules."""
