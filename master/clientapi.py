@@ -80,6 +80,8 @@ class EventsRequest(_Request):
     tag: str = Field(default="*", max_length=1024)
     #: replay stored events with seq greater than this before streaming live ones
     since: int | None = Field(default=None, ge=0)
+    #: False: replay stored events (``since``) and end with ``done`` instead of streaming
+    follow: bool = True
 
 
 class StatusRequest(_Request):
@@ -275,6 +277,9 @@ class ClientApi:
                 for event in self.master.store.events_since(req.since, limit=10_000):
                     if fnmatch.fnmatchcase(event.tag, req.tag):
                         await write(_event_message(event))
+            if not req.follow:
+                await write({"type": "done"})
+                return
             while True:
                 await write(_event_message(await sub.queue.get()))
         finally:

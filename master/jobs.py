@@ -24,6 +24,10 @@ from saline.targeting import match_minions
 log = logging.getLogger(__name__)
 
 
+#: seconds between progress reports to a waiting client on a long job
+PROGRESS_INTERVAL = 1.0
+
+
 class Outcome(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
@@ -65,6 +69,16 @@ class ActiveJob:
     def tell(self, message: dict[str, Any]) -> None:
         for queue in self.listeners:
             queue.put_nowait(message)
+
+    def progress(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "type": "progress",
+            "answered": len(self.outcomes),
+            "total": len(self.record.minions),
+            "running": sorted(self.inflight),
+            "waiting": len(self.waiting),
+            "elapsed": round(elapsed, 1),
+        }
 
     def summary(self) -> dict[str, Any]:
         by = {o: sorted(m for m, x in self.outcomes.items() if x is o) for o in Outcome}
@@ -136,15 +150,22 @@ class JobManager:
 
     async def supervise(self, job: ActiveJob) -> dict[str, Any]:
         """Drive one job to its end: dispatch batches, expire deadlines; returns the summary."""
+        started = last_progress = time.monotonic()
         try:
             self.dispatch(job)
             while not job.finished:
-                deadline = min(job.inflight.values(), default=time.monotonic())
+                now = time.monotonic()
+                deadline = min(job.inflight.values(), default=now)
+                wake = min(deadline, last_progress + PROGRESS_INTERVAL)
                 job.changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.changed.wait(), max(deadline - time.monotonic(), 0))
+                    await asyncio.wait_for(job.changed.wait(), max(wake - now, 0))
                 self._expire(job)
                 self.dispatch(job)
+                now = time.monotonic()
+                if not job.finished and now - last_progress >= PROGRESS_INTERVAL:
+                    last_progress = now
+                    job.tell(job.progress(now - started))
         finally:
             self.active.pop(job.record.jid, None)
         summary = job.summary()

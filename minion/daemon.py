@@ -154,6 +154,7 @@ class Minion:
             return
         match msg:
             case Job():
+                log.info("job %s: %s", msg.jid, msg.fun)
                 task = asyncio.create_task(self.run_job(msg))
                 self._jobs.add(task)
                 task.add_done_callback(self._jobs.discard)

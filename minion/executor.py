@@ -62,6 +62,9 @@ def _child(ctx: Context, job: Job, write_fd: int) -> None:
         signal.set_wakeup_fd(-1)  # the parent's loop owns that fd
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        # commands a job starts can tell which minion and job they run for
+        os.environ["SALINE_MINION_ID"] = ctx.minion_id
+        os.environ["SALINE_JID"] = job.jid
         payload = _pack_result(call_function(ctx, job))
         view = memoryview(payload)
         while view:

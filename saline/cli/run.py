@@ -81,24 +81,43 @@ def _human_return(minion_id: str, value: Any, success: bool) -> str:
 
 
 class Progress:
-    """A one-line counter on a terminal's stderr; silent when stderr is not a terminal."""
+    """Progress on stderr: a live counter on a terminal; on a pipe, the master's once-a-second
+    reports of a long job as plain lines (so logs of a slow rollout show it moving)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.done = 0
         self.started = time.monotonic()
-        self.enabled = sys.stderr.isatty() and total > 1
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
 
     def tick(self) -> None:
         self.done += 1
-        if self.enabled:
+        if self.enabled and self.tty and self.total > 1:
             elapsed = time.monotonic() - self.started
             sys.stderr.write(f"\r[{self.done}/{self.total} answered, {elapsed:.1f}s]")
             sys.stderr.flush()
 
+    def report(self, message: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        running = ", ".join(message["running"][:8]) + (
+            " ..." if len(message["running"]) > 8 else ""
+        )
+        line = (
+            f"[{message['answered']}/{message['total']} answered, {message['elapsed']:.0f}s;"
+            f" running: {running or '-'}; waiting: {message['waiting']}]"
+        )
+        if self.tty:
+            self.clear()
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        else:
+            sys.stderr.write(line + "\n")
+
     def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 40 + "\r")
+        if self.enabled and self.tty:
+            sys.stderr.write("\r\033[K")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -149,11 +168,11 @@ def run(
             timeout=timeout,
             batch=batch,
         )
-        progress = Progress(0)
+        progress = Progress(0, enabled=False)
         for message in stream:
             kind = message["type"]
             if kind == "job":
-                progress = Progress(len(message["minions"]))
+                progress = Progress(len(message["minions"]), enabled=out == "human")
                 if out == "human" and message["missing"]:
                     click.echo(f"not reached (offline): {', '.join(message['missing'])}", err=True)
             elif kind == "ret":
@@ -168,6 +187,8 @@ def run(
                     click.echo(_human_return(message["id"], message["return"], message["success"]))
             elif kind in ("timed_out", "not_reached"):
                 progress.tick()
+            elif kind == "progress":
+                progress.report(message)
             elif kind == "done":
                 summary = message
         progress.clear()

@@ -168,8 +168,7 @@ class Lab:
         self.write_layout(count, free_port(), extra)
         started = time.monotonic()
         logs = self.directory / "logs"
-        pid = spawn(saline_argv(self.master_config, "master"), logs / "master.out")
-        self.state["master"] = {"pid": pid, "marker": str(self.master_config)}
+        self.start_master()
         for minion_id, info in self.state["minions"].items():
             config = Path(info["config"])
             info["pid"] = spawn(saline_argv(config, "minion"), logs / f"{minion_id}.out")
@@ -177,6 +176,14 @@ class Lab:
         self.save()
         self.wait_online(list(self.state["minions"]), timeout)
         return time.monotonic() - started
+
+    def start_master(self) -> int:
+        """Start (or restart, after it died) the lab's master; recorded for ``down``."""
+        log = self.directory / "logs" / "master.out"
+        pid = spawn(saline_argv(self.master_config, "master"), log)
+        self.state["master"] = {"pid": pid, "marker": str(self.master_config)}
+        self.save()
+        return pid
 
     def client(self, timeout: float = 5.0) -> MasterClient:
         config = yaml.safe_load(self.master_config.read_text())
