@@ -38,7 +38,10 @@ class MasterClient:
         self._sock.close()
 
     def send(self, op: str, **fields: Any) -> None:
-        self._sock.sendall(frame({"v": API_VERSION, "op": op, **fields}))
+        try:
+            self._sock.sendall(frame({"v": API_VERSION, "op": op, **fields}))
+        except OSError as e:
+            raise ClientError(f"connection to the master lost: {e.strerror or e}") from e
 
     def _read_exact(self, n: int) -> bytes:
         chunks = bytearray()
@@ -47,6 +50,8 @@ class MasterClient:
                 chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
             except TimeoutError as e:
                 raise ClientError("the master did not answer in time") from e
+            except OSError as e:
+                raise ClientError(f"connection to the master lost: {e.strerror or e}") from e
             if not chunk:
                 raise ClientError("the master closed the connection")
             chunks += chunk

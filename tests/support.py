@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from saline.errors import ClientError
 from saline.keys import fingerprint, load_or_create_keypair, read_keypair
 from saline.lab.lab import Lab
 from saline.lab.processes import saline_argv, spawn
@@ -59,7 +60,11 @@ def status(lab: Lab) -> dict[str, Any]:
 
 
 def online(lab: Lab) -> set[str]:
-    return set(status(lab)["online"])
+    """Minions the master sees online; empty while the master is (re)starting."""
+    try:
+        return set(status(lab)["online"])
+    except ClientError:
+        return set()
 
 
 def events(lab: Lab, tag: str = "*") -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """``saline events``: stream the master's bus live; ``--since`` replays stored events first."""
 
 import json
+import sys
 from datetime import datetime
 
 import click
@@ -33,10 +34,11 @@ def events(
                 event.pop("type", None)
                 seen += 1
                 if out == "json":
-                    click.echo(json.dumps(event, sort_keys=True, default=repr), nl=True)
+                    click.echo(json.dumps(event, sort_keys=True, default=repr))
                 else:
                     stamp = datetime.fromtimestamp(event["ts"]).strftime("%H:%M:%S.%f")[:-3]
                     who = event["minion"] or "master"
                     click.echo(f"{stamp} {event['tag']} ({who}) {json.dumps(event['data'])}")
+                sys.stdout.flush()  # live: a pipe must see each event as it happens
         except KeyboardInterrupt:
             pass

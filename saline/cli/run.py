@@ -26,7 +26,7 @@ EXIT_BASE = 10
 BIT_FAILED, BIT_TIMED_OUT, BIT_NOT_REACHED = 1, 2, 4
 
 _KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?$")  # "0600" stays text (a mode)
 
 
 def parse_value(text: str) -> Any:
