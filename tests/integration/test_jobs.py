@@ -138,7 +138,7 @@ def test_returns_stream_as_they_arrive(lab: Lab) -> None:
     first = proc.stdout.readline()
     assert first.startswith("be1:")
     assert proc.poll() is None, "be1's return must print while the others still run"
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "answered" in err, "a long job reports progress on stderr"
 
@@ -153,6 +153,7 @@ def test_outputs_json_and_yaml(lab: Lab) -> None:
 
 def test_jobs_list_and_show(lab: Lab) -> None:
     code, doc = run_json(lab, "be*", "test.echo", "remember me")
+    assert code == 0
     proc = saline(lab, "jobs", "list", "-n", "50", "--out", "json")
     listed = {row["jid"]: row for row in json.loads(proc.stdout)}
     assert listed[doc["jid"]]["returned"] == 2
