@@ -111,3 +111,46 @@ def master_pid(lab: Lab) -> int:
 
 def minion_pid(lab: Lab, minion_id: str) -> int:
     return int(lab.state["minions"][minion_id]["pid"])
+
+
+def restart_master(lab: Lab, **overrides: Any) -> None:
+    """Stop the lab's master, apply config overrides, start it again, wait for the minions."""
+    from saline.lab.processes import alive
+
+    info = lab.state["master"]
+    os.kill(int(info["pid"]), 15)
+    wait_for(lambda: not alive(int(info["pid"]), info["marker"]), 15, "master stopped")
+    config = yaml.safe_load(lab.master_config.read_text())
+    config.update({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
+    lab.master_config.write_text(yaml.safe_dump(config))
+    lab.start_master()
+    wait_for(lambda: online(lab) >= set(lab.state["minions"]), 20, "minions back online")
+
+
+def key_list(lab: Lab) -> dict[str, list[str]]:
+    proc = saline(lab, "key", "list", "--out", "json")
+    assert proc.returncode == 0, proc.stderr
+    keys: dict[str, list[str]] = json.loads(proc.stdout)
+    return keys
+
+
+def as_user(uid: int, gid: int, action: Callable[[], Any]) -> Any:
+    """Run ``action`` in a forked child with another uid (no exec: the code is in memory)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            result: Any = {"ok": action()}
+        except Exception as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        os.write(write_fd, json.dumps(result, default=repr).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
