@@ -1,0 +1,60 @@
+"""Config errors name file, line and field; job ids sort by time."""
+
+from pathlib import Path
+
+import pytest
+
+from master.config import MasterConfig
+from minion.config import MinionConfig
+from saline.config import load_yaml_model
+from saline.errors import ConfigError
+from saline.jid import new_jid
+
+
+def test_valid_config(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("port: 4700\nauto_accept: true\n")
+    config = load_yaml_model(path, MasterConfig)
+    assert (config.port, config.auto_accept) == (4700, True)
+
+
+def test_bad_field_names_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("interface: 127.0.0.1\n\nport: not-a-port\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml_model(path, MasterConfig)
+    assert f"{path}:3: port:" in str(err.value)
+
+
+def test_nested_field_line(tmp_path: Path) -> None:
+    path = tmp_path / "minion.yaml"
+    path.write_text("id: m1\nservices:\n  web:\n    argv: []\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml_model(path, MinionConfig)
+    assert f"{path}:4: services.web.argv:" in str(err.value)
+
+
+def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("prot: 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_yaml_model(path, MasterConfig)
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("port: [1,\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_yaml_model(path, MasterConfig)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_yaml_model(tmp_path / "nope.yaml", MasterConfig)
+
+
+def test_jids_are_unique_and_sort_by_creation() -> None:
+    jids = [new_jid() for _ in range(10_000)]
+    assert len(set(jids)) == len(jids)
+    assert jids == sorted(jids)
+    assert all(len(j) == 20 and j.isdigit() for j in jids)
