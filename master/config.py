@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from saline.config import load_yaml_model, resolve_config_path
-from saline.protocol import DEFAULT_MAX_FRAME
+from saline.wire import DEFAULT_MAX_FRAME
 
 DEFAULT_MASTER_CONFIG = "/etc/saline/master.yaml"
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from saline.config import load_yaml_model, resolve_config_path
-from saline.protocol import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
+from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
 DEFAULT_MINION_CONFIG = "/etc/saline/minion.yaml"
 

@@ -9,8 +9,8 @@ The master serves it on a Unix socket (``master.clientapi``); the CLI speaks it 
 import struct
 from typing import Any
 
-from saline.codec import pack, unpack
 from saline.errors import ProtocolError
+from saline.wire import pack, unpack
 
 API_VERSION = 1
 #: replies may carry many returns of up to the minion frame cap each

@@ -2,7 +2,6 @@
 
 from typing import Any, TypeVar
 
-import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from saline.errors import ProtocolError
@@ -13,6 +12,7 @@ from saline.protocol import (
     MasterMessage,
     MinionMessage,
 )
+from saline.wire import pack, unpack
 
 _MINION = TypeAdapter[Any](MinionMessage)
 _MASTER = TypeAdapter[Any](MasterMessage)
@@ -23,22 +23,6 @@ M = TypeVar("M", bound=BaseModel)
 def encode(message: BaseModel) -> bytes:
     """Serialise one protocol message to a msgpack map."""
     return pack(message.model_dump())
-
-
-def pack(value: Any) -> bytes:
-    """msgpack with the options saline uses everywhere (str as str, bytes as bin)."""
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
-
-
-def unpack(data: bytes, max_size: int) -> Any:
-    """Parse msgpack bytes, refusing oversized input before parsing it."""
-    if len(data) > max_size:
-        raise ProtocolError("oversized", f"frame of {len(data)} bytes exceeds cap {max_size}")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as e:  # msgpack raises several unrelated types on garbage
-        raise ProtocolError("malformed", f"not msgpack ({type(e).__name__})") from e
 
 
 def _decode(data: bytes, max_size: int, kinds: frozenset[str], adapter: TypeAdapter[Any]) -> Any:

@@ -10,12 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN  # noqa: F401 - re-exported
+
 #: protocol version spoken by this build; frames with another version are refused
 PROTOCOL_VERSION = 1
-#: default cap on one frame, bytes (16 MiB)
-DEFAULT_MAX_FRAME = 16 * 1024 * 1024
-
-MINION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 class _Message(BaseModel):
