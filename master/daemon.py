@@ -101,7 +101,11 @@ class Master:
                     self.refusals.count("handler_error")
                     log.exception("error handling a minion frame")
             if batch.returns:
-                self._commit_returns(batch)
+                try:
+                    self._commit_returns(batch)
+                except Exception:  # not acknowledged: the minions resend, nothing is lost
+                    self.refusals.count("store_error")
+                    log.exception("could not store a batch of %d returns", len(batch.returns))
 
     def _handle(self, frames: list[zmq.Frame], batch: Batch) -> None:
         if len(frames) != 2:

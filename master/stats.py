@@ -7,7 +7,11 @@ log = logging.getLogger(__name__)
 
 
 class Refusals:
-    """Every refused frame, handshake or request is counted here, never silently dropped."""
+    """Every refused frame, handshake or request is counted here, never silently dropped.
+
+    One exception, by design: a frame beyond twice ``max_frame_bytes`` makes libzmq drop the
+    connection before the master sees a byte of it (the memory guard); that is not counted.
+    """
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()

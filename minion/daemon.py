@@ -36,6 +36,7 @@ from saline.protocol import (
     Heartbeat,
     Hello,
     Job,
+    MasterMessage,
     Pending,
     Refused,
     Rehello,
@@ -152,6 +153,12 @@ class Minion:
         except ProtocolError as e:
             log.warning("ignored a frame from the master: %s", e)
             return
+        try:
+            self._dispatch(msg)
+        except Exception:  # one bad message must never stop the minion
+            log.exception("error handling a %s from the master", msg.kind)
+
+    def _dispatch(self, msg: MasterMessage) -> None:
         match msg:
             case Job():
                 log.info("job %s: %s", msg.jid, msg.fun)

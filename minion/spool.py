@@ -10,9 +10,10 @@ import os
 import re
 from pathlib import Path
 
-from saline.codec import encode, unpack
+from saline.codec import encode
 from saline.keys import ensure_dir
 from saline.protocol import Return
+from saline.wire import unpack
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ def _decode(data: bytes, max_size: int, kinds: frozenset[str], adapter: TypeAdap
     if not isinstance(raw, dict):
         raise ProtocolError("malformed", "frame is not a map")
     version = raw.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError("version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
     kind = raw.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         raise ProtocolError("unknown_kind", f"unknown message kind {str(kind)[:64]!r}")
     try:
         return adapter.validate_python(raw)

@@ -23,7 +23,7 @@ import zmq
 import zmq.utils.z85
 
 from saline.errors import KeyRingError
-from saline.protocol import MINION_ID_PATTERN
+from saline.wire import MINION_ID_PATTERN
 
 _ID_RE = re.compile(MINION_ID_PATTERN)
 _Z85_RE = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")

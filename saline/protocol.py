@@ -54,7 +54,7 @@ class Return(_Message):
     #: True when the function ran and reported success
     success: bool
     #: 0 on success; the process exit code for cmd.run; 1 for an error raised by the function
-    retcode: int
+    retcode: int = Field(ge=-(2**31), lt=2**31)
     #: the function's return value, or a structured error ``{"error": ..., "message": ...}``
     ret: Any = None
     #: wall time of the function on the minion

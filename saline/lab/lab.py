@@ -7,6 +7,8 @@ appears on its command line); ``down`` stops exactly those processes and nothing
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -169,10 +171,17 @@ class Lab:
         started = time.monotonic()
         logs = self.directory / "logs"
         self.start_master()
+        argv = [sys.executable, "-m", "saline.lab.launcher"]
         for minion_id, info in self.state["minions"].items():
-            config = Path(info["config"])
-            info["pid"] = spawn(saline_argv(config, "minion"), logs / f"{minion_id}.out")
-            info["marker"] = str(config)
+            argv += [info["config"], str(logs / f"{minion_id}.out")]
+        launched = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if launched.returncode != 0:
+            raise LabError(f"could not launch the minions: {launched.stderr.strip()}")
+        pids = json.loads(launched.stdout)
+        for info in self.state["minions"].values():
+            # the forked minions carry the launcher's command line, which names every config
+            info["pid"] = pids[info["config"]]
+            info["marker"] = info["config"]
         self.save()
         self.wait_online(list(self.state["minions"]), timeout)
         return time.monotonic() - started

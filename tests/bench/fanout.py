@@ -4,20 +4,29 @@
 
 Simulated minions are CURVE DEALER sockets (P worker processes, N/P sockets each, one
 zmq Poller per worker) that say hello, send heartbeats and answer test.ping at once.
-Each run times the client API ``run`` op from request to ``done``.
+Each run times the client API ``run`` op from request to ``done``. Workers stamp each
+job (first/last receipt, last return sent) with the system-wide monotonic clock, so the
+report splits a run into master dispatch, minion side and master collection.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import resource
+import select
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue as MpQueue
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any, cast
@@ -35,8 +44,11 @@ from saline.protocol import Ack, Heartbeat, Hello, Job, Pending, Refused, Rehell
 from saline.transport import connect_dealer, tcp_address
 
 Ident = tuple[str, str, str]  # (minion id, public, secret)
-HEARTBEAT_S = 5.0
+BEAT_EVERY = 5  # seconds between heartbeats of one simulated minion
 HELLO_RETRY_S = 3.0
+PING_OK: dict[str, Any] = {"success": True, "retcode": 0, "ret": True}
+#: the transport's own DEALER set-up, on a plain (not asyncio) context
+dealer = cast(Callable[..., "zmq.Socket[Any]"], connect_dealer)
 
 
 def raise_nofile() -> None:
@@ -52,90 +64,94 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def worker(idents: list[Ident], master_pub: str, address: str, stop_ev: MpEvent) -> None:
-    """Simulate ``idents`` minions until ``stop_ev`` is set; print counters at the end."""
+def cpu_now(master: int, workers: list[int]) -> list[float]:
+    """CPU seconds: [master main thread, master other threads, workers, whole machine busy,
+    master main thread runnable but waiting for a CPU (schedstat)]."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = [0.0, 0.0, 0.0]
+    for slot, pid in [(0, master)] + [(2, w) for w in workers]:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu[slot + (slot == 0 and task.name != str(pid))] += int(fields[11]) + int(fields[12])
+    total = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    wait_ns = int(Path(f"/proc/{master}/task/{master}/schedstat").read_text().split()[1])
+    return [c / tick for c in cpu] + [(sum(total) - total[3] - total[4]) / tick, wait_ns / 1e9]
+
+
+def worker(
+    idents: list[Ident], master_pub: str, address: str, stop_ev: MpEvent, out: MpQueue[Any]
+) -> None:
+    """Simulate ``idents`` minions until ``stop_ev`` is set; put (counters, timeline) on out."""
     raise_nofile()
     ctx = zmq.Context(io_threads=1)
     ctx.set(zmq.MAX_SOCKETS, len(idents) + 64)  # default 1023
-    poller = zmq.Poller()
-    socks: dict[zmq.Socket[Any], str] = {}
-    welcomed: dict[str, bool] = {}
-    hello_at: dict[str, float] = {}
-    stats = {"jobs": 0, "returns": 0, "acks": 0, "refused": 0, "pending": 0, "bad": 0}
+    # epoll over the sockets' zmq FDs, not zmq.Poller: zmq_poll is O(sockets) per call and
+    # made the simulator, not the master, the bottleneck. A zmq FD only signals that the
+    # socket's state must be re-read, so every socket touched is re-checked (``dirty``).
+    ep = select.epoll()
     hellos = {
         i: encode(Hello(id=i, grains={"role": "bench"}, version="bench")) for i, _, _ in idents
     }
-    beats = {i: encode(Heartbeat(id=i)) for i, _, _ in idents}
-    by_id: dict[str, zmq.Socket[Any]] = {}
+    socks: dict[zmq.Socket[Any], str] = {}
+    hello_at: dict[str, float] = {}  # minions not welcomed yet -> last hello
+    stats = dict.fromkeys(("jobs", "acks", "pending", "refused", "bad"), 0)
+    timeline: dict[str, list[float]] = {}  # jid -> [first recv, last recv, last sent]
     for minion_id, public, secret in idents:
-        sock = cast(
-            zmq.Socket[Any],
-            connect_dealer(cast(Any, ctx), KeyPair(public, secret), master_pub, address, 1 << 24),
-        )
+        sock = dealer(ctx, KeyPair(public, secret), master_pub, address, 1 << 24)
         sock.send(hellos[minion_id])
         hello_at[minion_id] = time.monotonic()
-        welcomed[minion_id] = False
         socks[sock] = minion_id
-        by_id[minion_id] = sock
-        poller.register(sock, zmq.POLLIN)
-    ids = list(by_id)
-    tick = 0
-    next_tick = time.monotonic() + 1.0
+    by_fd = {s.get(zmq.FD): s for s in socks}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    by_id = {m: s for s, m in socks.items()}
+    dirty = set(socks)
+    tick, next_tick = 0, time.monotonic() + 1.0
     try:
         while not stop_ev.is_set():
-            for sock, _ in poller.poll(200):
+            dirty.update(by_fd[fd] for fd, _ in ep.poll(0 if dirty else 0.2))
+            while dirty:
+                sock = dirty.pop()
                 minion_id = socks[sock]
-                while True:
+                while sock.get(zmq.EVENTS) & zmq.POLLIN:
                     try:
-                        data = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        msg = decode_from_master(data, 1 << 24)
+                        msg = decode_from_master(sock.recv(), 1 << 24)
                     except Exception:
                         stats["bad"] += 1
                         continue
                     if isinstance(msg, Job):
-                        stats["jobs"] += 1
-                        ret = Return(
-                            jid=msg.jid,
-                            id=minion_id,
-                            fun=msg.fun,
-                            success=True,
-                            retcode=0,
-                            ret=True,
-                        )
+                        now = time.monotonic()
+                        stamps = timeline.setdefault(msg.jid, [now, now, now])
+                        stamps[1] = now
+                        ret = Return(jid=msg.jid, id=minion_id, fun=msg.fun, **PING_OK)
                         sock.send(encode(ret), zmq.NOBLOCK)
-                        stats["returns"] += 1
+                        stamps[2] = time.monotonic()
+                        stats["jobs"] += 1
                     elif isinstance(msg, Ack):
                         stats["acks"] += len(msg.jids)
                     elif isinstance(msg, Welcome):
-                        welcomed[minion_id] = True
+                        hello_at.pop(minion_id, None)
                     elif isinstance(msg, Rehello):
                         sock.send(hellos[minion_id], zmq.NOBLOCK)
-                    elif isinstance(msg, Pending):
-                        stats["pending"] += 1
-                    elif isinstance(msg, Refused):
-                        stats["refused"] += 1
+                    elif isinstance(msg, Pending | Refused):
+                        stats[msg.kind] += 1
             now = time.monotonic()
-            if now < next_tick:
-                continue
-            # once a second: heartbeats for one fifth of the minions, hello retries
-            next_tick = now + 1.0
-            tick += 1
-            for n, minion_id in enumerate(ids):
-                sock = by_id[minion_id]
-                if not welcomed[minion_id]:
-                    if now - hello_at[minion_id] >= HELLO_RETRY_S:
-                        sock.send(hellos[minion_id], zmq.NOBLOCK)
+            if now >= next_tick:  # once a second: hello retries, heartbeats for 1/BEAT_EVERY
+                next_tick, tick = now + 1.0, tick + 1
+                dirty.update(socks)
+                for minion_id, at in list(hello_at.items()):
+                    if now - at >= HELLO_RETRY_S:
+                        by_id[minion_id].send(hellos[minion_id], zmq.NOBLOCK)
                         hello_at[minion_id] = now
-                elif n % int(HEARTBEAT_S) == tick % int(HEARTBEAT_S):
-                    sock.send(beats[minion_id], zmq.NOBLOCK)
+                for n, (sock, minion_id) in enumerate(socks.items()):
+                    if n % BEAT_EVERY == tick % BEAT_EVERY and minion_id not in hello_at:
+                        sock.send(encode(Heartbeat(id=minion_id)), zmq.NOBLOCK)
     finally:
+        ep.close()
         for sock in socks:
             sock.close(linger=0)
         ctx.term()
-        print(f"worker {os.getpid()}: {stats}", file=sys.stderr, flush=True)
+        out.put((stats, timeline))
 
 
 def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]:
@@ -143,7 +159,7 @@ def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]
     master_keys = load_or_create_keypair(pki, "master")
     KeyRing(pki)  # lays out minions/, minions_pre/, minions_rejected/
     idents: list[Ident] = []
-    for minion_id in ids:  # direct writes: KeyRing.add re-reads the ring on every call
+    for minion_id in ids:  # direct writes: KeyRing.add re-reads the whole ring on every call
         pair = generate_keypair()
         (pki / "minions" / minion_id).write_text(pair.public + "\n")
         idents.append((minion_id, pair.public, pair.secret))
@@ -152,7 +168,7 @@ def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]
         "port": free_port(),
         "pki_dir": str(pki),
         "data_dir": str(tmp / "data"),
-        "sock_dir": str(tmp / "s"),
+        "sock_dir": str(tmp / "s"),  # the client socket path must stay under ~100 chars
         "log_file": str(tmp / "master.log"),
         "presence_timeout": 30.0,
         "job_timeout": 30.0,
@@ -163,7 +179,8 @@ def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]
 
 
 def wait_online(sock: Path, n: int, timeout: float, procs: list[BaseProcess]) -> float:
-    """Seconds until the master answers ``status`` with at least ``n`` minions online."""
+    """Seconds until ``status`` reports at least ``n`` online (polled at most 4x a second:
+    the status op itself is O(keys) on the master)."""
     started = time.monotonic()
     count = -1
     while time.monotonic() - started < timeout:
@@ -176,42 +193,27 @@ def wait_online(sock: Path, n: int, timeout: float, procs: list[BaseProcess]) ->
             count = -1
         if count >= n:
             return time.monotonic() - started
-        time.sleep(0.1)
+        time.sleep(0.05 if n <= 100 else 0.25)
     raise RuntimeError(f"only {count}/{n} minions online after {timeout:g}s")
 
 
 def one_run(sock: Path, timeout: float) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    first_ret = last_ret = job_at = sent_at = 0.0
-    rets = 0
+    r: dict[str, Any] = {"t0": time.monotonic(), "rets": 0}
     with MasterClient(sock, timeout=timeout + 30) as c:
         for m in c.stream("run", target="*", fun="test.ping", timeout=timeout):
+            at = time.monotonic() - r["t0"]
             if m["type"] == "job":
-                job_at = time.perf_counter() - t0
+                r["jid"], r["job_msg_s"] = m["jid"], at
             elif m["type"] == "sent":
-                sent_at = time.perf_counter() - t0
+                r["sent_msg_s"] = at
             elif m["type"] == "ret":
-                last_ret = time.perf_counter() - t0
-                first_ret = first_ret or last_ret
-                rets += 1
+                r.setdefault("first_ret_s", at)
+                r["last_ret_s"], r["rets"] = at, r["rets"] + 1
             elif m["type"] == "done":
-                return {
-                    "s": time.perf_counter() - t0,
-                    "succeeded": len(m["succeeded"]),
-                    "ret_messages": rets,
-                    "job_msg_s": job_at,
-                    "sent_msg_s": sent_at,
-                    "first_ret_s": first_ret,
-                    "last_ret_s": last_ret,
-                    "timed_out": len(m["timed_out"]),
-                    "not_reached": len(m["not_reached"]),
-                }
+                r["s"], r["succeeded"] = at, len(m["succeeded"])
+                r["timed_out"], r["not_reached"] = len(m["timed_out"]), len(m["not_reached"])
+                return r
     raise RuntimeError("stream ended without done")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -223,76 +225,93 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=30.0, help="job timeout, s")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    raise_nofile()  # the master and workers inherit the raised limit
+    raise_nofile()  # the master and the workers inherit the raised limit
     tmp = Path(tempfile.mkdtemp(prefix="slb-"))
-    ids = [f"sim{i:05d}" for i in range(a.minions)]
-    t = time.monotonic()
-    cfg, master_keys, idents = write_master(tmp, ids)
-    print(f"{a.minions} keys generated and accepted in {time.monotonic() - t:.1f}s")
+    cfg, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])
     sock = tmp / "s" / "client.sock"
-    pid = spawn(saline_argv(cfg, "master"), tmp / "master.out")
     address = tcp_address("127.0.0.1", yaml.safe_load(cfg.read_text())["port"])
     mpc = mp.get_context("spawn")
-    stop_ev = mpc.Event()
+    stop_ev, results_q = mpc.Event(), mpc.Queue()
     workers = [
         mpc.Process(
-            target=worker, args=(idents[i :: a.procs], master_keys.public, address, stop_ev)
+            target=worker,
+            args=(idents[i :: a.procs], master_keys.public, address, stop_ev, results_q),
         )
         for i in range(a.procs)
     ]
-    ok = False
+    pid = spawn(saline_argv(cfg, "master"), tmp / "master.out")
+    out: dict[str, Any] = {"minions": a.minions, "runs": a.runs, "procs": a.procs}
+    ok, sims = False, []
     try:
-        wait_online(sock, 0, 30, [])  # master up
-        idle_rss = rss_mb(pid)
+        wait_online(sock, 0, 30, [])
+        out["master_rss_idle_mb"] = rss_mb(pid)
         for w in workers:
             w.start()
-        online_s = wait_online(sock, a.minions, 120, workers)
-        print(f"all {a.minions} online after {online_s:.2f}s (master RSS {rss_mb(pid):.1f} MB)")
-        warm = [one_run(sock, a.timeout) for _ in range(a.warmup)]
+        out["online_s"] = wait_online(sock, a.minions, 300, workers)
+        out["master_rss_online_mb"] = rss_mb(pid)
+        t = time.perf_counter()
+        with MasterClient(sock) as c:
+            c.request("status")
+        out["status_op_s"] = time.perf_counter() - t
+        print(f"all online after {out['online_s']:.2f}s; status op {out['status_op_s']:.3f}s")
+        out["warmup_s"] = [one_run(sock, a.timeout)["s"] for _ in range(a.warmup)]
+        wpids = [w.pid or 0 for w in workers]
+        cpu0, wall0 = cpu_now(pid, wpids), time.monotonic()
         results = [one_run(sock, a.timeout) for _ in range(a.runs)]
-        master_rss = rss_mb(pid)
+        cpu1, wall = cpu_now(pid, wpids), time.monotonic() - wall0
+        names = (
+            "master_main",
+            "master_zmq_threads",
+            "simulators",
+            "machine_busy",
+            "master_main_runq",
+        )
+        for name, before, after in zip(names, cpu0, cpu1, strict=True):
+            out[f"cpu_pct_{name}"] = 100 * (after - before) / wall  # of one core
+        out["master_rss_mb"] = rss_mb(pid)
         ok = True
     finally:
         stop_ev.set()
+        with contextlib.suppress(queue.Empty):
+            sims = [results_q.get(timeout=20) for w in workers if w.pid is not None]
         for w in workers:
             w.join(10)
             if w.is_alive():
-                w.terminate()
-                w.join()
+                w.kill()
         stop({pid: str(cfg)})
         if ok:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"failed; master logs kept in {tmp}", file=sys.stderr)
-    times = [r["s"] for r in results]
+
+    def p50(key: str) -> float:
+        return statistics.median(r.get(key, float("nan")) for r in results)
+
+    for r in results:  # minion-side stamps, relative to the request
+        stamps = [tl[r["jid"]] for _, tl in sims if r["jid"] in tl]
+        r["minion_first_recv_s"] = min(s[0] for s in stamps) - r["t0"]
+        r["minion_last_recv_s"] = max(s[1] for s in stamps) - r["t0"]
+        r["minion_last_sent_s"] = max(s[2] for s in stamps) - r["t0"]
+    times = sorted(r["s"] for r in results)
     returned = [r["succeeded"] for r in results]
-    out: dict[str, Any] = {
-        "minions": a.minions,
-        "runs": a.runs,
-        "procs": a.procs,
+    out |= {
         "p50_s": statistics.median(times),
-        "p99_s": pct(times, 0.99),
-        "min_s": min(times),
-        "max_s": max(times),
-        "warmup_s": [r["s"] for r in warm],
-        "job_msg_p50_s": statistics.median(r["job_msg_s"] for r in results),
-        "sent_msg_p50_s": statistics.median(r["sent_msg_s"] for r in results),
-        "first_ret_p50_s": statistics.median(r["first_ret_s"] for r in results),
-        "last_ret_p50_s": statistics.median(r["last_ret_s"] for r in results),
+        "p99_s": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+        "min_s": times[0],
+        "max_s": times[-1],
         "returned_per_run": returned,
         "all_returned": all(n == a.minions for n in returned),
-        "online_s": online_s,
-        "master_rss_idle_mb": idle_rss,
-        "master_rss_mb": master_rss,
+        "simulators": [s for s, _ in sims],
     }
+    for key in ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s",
+                "minion_last_sent_s", "first_ret_s", "last_ret_s"):  # fmt: skip
+        out[f"timeline_p50_{key}"] = p50(key)
     for r in results:
         if r["succeeded"] != a.minions:
-            print(f"WARNING: run returned {r['succeeded']}/{a.minions}: {r}")
-    print(
-        f"N={a.minions} runs={a.runs}: p50 {out['p50_s']:.3f}s p99 {out['p99_s']:.3f}s "
-        f"min {out['min_s']:.3f}s max {out['max_s']:.3f}s; all returned: {out['all_returned']};"
-        f" master RSS {master_rss:.1f} MB (idle before minions {idle_rss:.1f} MB)"
-    )
+            print(f"WARNING: a run returned {r['succeeded']}/{a.minions}: {r}")
+    for key, value in out.items():
+        if key not in ("returned_per_run", "simulators"):
+            print(f"{key:36} {value:.3f}" if isinstance(value, float) else f"{key:36} {value}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
 

@@ -21,6 +21,10 @@ def _job_returns(lab: Lab, jid: str) -> dict[str, dict[str, object]]:
         return {}
 
 
+def _got_job(lab: Lab, minion_id: str, jid: str) -> bool:
+    return f"job {jid}" in (lab.directory / "logs" / f"{minion_id}.log").read_text()
+
+
 def test_master_kill9_loses_no_return_and_duplicates_none(fresh_lab: Lab) -> None:
     lab = fresh_lab
     minions = {"be1", "be2", "fe1"}
@@ -28,11 +32,11 @@ def test_master_kill9_loses_no_return_and_duplicates_none(fresh_lab: Lab) -> Non
         master.send("run", target="*", tgt_type="glob", fun="test.sleep", args=[1.5], timeout=20)
         job = master.receive()
         assert job["type"] == "job" and set(job["minions"]) == minions
-        # the job is on its way to every minion: kill the master before any return lands
-        sent = master.receive()
-        assert sent["type"] == "sent"
+        assert master.receive()["type"] == "sent"
+        jid = job["jid"]
+        # every minion is running the job: kill the master before any return lands
+        wait_for(lambda: all(_got_job(lab, m, jid) for m in minions), 10, "job on every minion")
         os.kill(int(lab.state["master"]["pid"]), signal.SIGKILL)
-    jid = job["jid"]
     # the minions finish while no master listens; their returns wait in the spools
     spools = [lab.directory / "minions" / m / "cache" / "spool" / f"{jid}.ret" for m in minions]
     wait_for(lambda: all(p.exists() for p in spools), 15, "returns spooled on every minion")
@@ -102,6 +106,7 @@ def test_minion_restart_resends_spooled_returns(fresh_lab: Lab) -> None:
         master.send("run", target="fe1", tgt_type="glob", fun="test.sleep", args=[1], timeout=20)
         job = master.receive()
         assert master.receive()["type"] == "sent"
+        wait_for(lambda: _got_job(lab, "fe1", job["jid"]), 10, "job on fe1")
         os.kill(int(lab.state["master"]["pid"]), signal.SIGKILL)
     spool = lab.directory / "minions" / "fe1" / "cache" / "spool" / f"{job['jid']}.ret"
     wait_for(spool.exists, 15, "return spooled")

@@ -164,12 +164,6 @@ def test_unknown_kind_detail_is_bounded() -> None:
     assert len(str(info.value)) < 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG saline/codec.py:52 `kind not in kinds` raises TypeError for an "
-    "unhashable kind (list/map) instead of ProtocolError('unknown_kind')",
-)
 @pytest.mark.parametrize("kind", [[], {}, ["hello"]])
 def test_unhashable_kind_is_unknown(kind: Any) -> None:
     assert _reason(_frame(kind=kind, id="be1")) == "unknown_kind"
@@ -275,7 +269,6 @@ _messages = st.fixed_dictionaries(
     {},
     optional={
         "v": st.sampled_from([1, 1, 1, 2]) | _scalars,
-        # hashable kinds only: unhashable ones hit the TypeError bug (xfail test above)
         "kind": st.sampled_from(_KINDS) | _scalars,
         **{name: _values for name in _FIELDS},
         "extra": _values,
