@@ -24,10 +24,10 @@ def _child(config_path: str, log_path: str) -> None:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        sys.argv = ["saline", "-c", config_path, "minion"]
-        from saline.cli.main import main
+        sys.argv = ["saline-minion", "-c", config_path]
+        from minion.__main__ import main
 
-        main(["-c", config_path, "minion"])
+        code = main(["-c", config_path])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -43,8 +43,10 @@ def _child(config_path: str, log_path: str) -> None:
 
 def launch(pairs: list[tuple[str, str]]) -> dict[str, int]:
     # everything a minion imports, imported once before forking (no threads exist yet)
+    from minion.__main__ import _import_asyncio_without_ssl
+
+    _import_asyncio_without_ssl()
     import minion.daemon  # noqa: F401
-    import saline.cli.daemons  # noqa: F401
 
     pids: dict[str, int] = {}
     for config_path, log_path in pairs:
