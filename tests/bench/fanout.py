@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -46,6 +47,9 @@ from saline.transport import connect_dealer, tcp_address
 Ident = tuple[str, str, str]  # (minion id, public, secret)
 BEAT_EVERY = 5  # seconds between heartbeats of one simulated minion
 HELLO_RETRY_S = 3.0
+CPU_NAMES = ("master_main", "master_zmq_threads", "simulators", "machine_busy", "master_main_runq")
+TIMELINE = ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s")
+TIMELINE += ("minion_last_sent_s", "first_ret_s", "last_ret_s")
 PING_OK: dict[str, Any] = {"success": True, "retcode": 0, "ret": True}
 #: the transport's own DEALER set-up, on a plain (not asyncio) context
 dealer = cast(Callable[..., "zmq.Socket[Any]"], connect_dealer)
@@ -216,6 +220,58 @@ def one_run(sock: Path, timeout: float) -> dict[str, Any]:
     raise RuntimeError("stream ended without done")
 
 
+def measure(a: argparse.Namespace, pid: int, sock: Path, workers: list[BaseProcess]) -> Any:
+    out: dict[str, Any] = {"minions": a.minions, "runs": a.runs, "procs": a.procs}
+    wait_online(sock, 0, 30, [])
+    out["master_rss_idle_mb"] = rss_mb(pid)
+    for w in workers:
+        w.start()
+    out["online_s"] = wait_online(sock, a.minions, 300, workers)
+    out["master_rss_online_mb"] = rss_mb(pid)
+    t = time.perf_counter()
+    with MasterClient(sock) as c:
+        c.request("status")
+    out["status_op_s"] = time.perf_counter() - t
+    print(f"all online after {out['online_s']:.2f}s; status op {out['status_op_s']:.3f}s")
+    out["warmup_s"] = [one_run(sock, a.timeout)["s"] for _ in range(a.warmup)]
+    wpids = [w.pid or 0 for w in workers]
+    cpu0, wall0 = cpu_now(pid, wpids), time.monotonic()
+    results = [one_run(sock, a.timeout) for _ in range(a.runs)]
+    cpu1, wall = cpu_now(pid, wpids), time.monotonic() - wall0
+    for name, before, after in zip(CPU_NAMES, cpu0, cpu1, strict=True):
+        out[f"cpu_pct_{name}"] = 100 * (after - before) / wall  # % of one core
+    # robust to a busy machine: master main-thread CPU per minion per job
+    out["master_cpu_us_per_minion_job"] = 1e6 * (cpu1[0] - cpu0[0]) / (a.runs * a.minions)
+    out["master_rss_mb"] = rss_mb(pid)
+    return out, results
+
+
+def report(out: dict[str, Any], results: list[dict[str, Any]], sims: list[Any]) -> None:
+    for r in results:  # minion-side stamps, relative to the request
+        stamps = [tl[r["jid"]] for _, tl in sims if r["jid"] in tl]
+        r["minion_first_recv_s"] = min(s[0] for s in stamps) - r["t0"]
+        r["minion_last_recv_s"] = max(s[1] for s in stamps) - r["t0"]
+        r["minion_last_sent_s"] = max(s[2] for s in stamps) - r["t0"]
+        if r["succeeded"] != out["minions"]:
+            print(f"WARNING: a run returned {r['succeeded']}/{out['minions']}: {r}")
+    times = sorted(r["s"] for r in results)
+    returned = [r["succeeded"] for r in results]
+    out |= {
+        "p50_s": statistics.median(times),
+        "p99_s": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+        "min_s": times[0],
+        "max_s": times[-1],
+        "returned_per_run": returned,
+        "all_returned": all(n == out["minions"] for n in returned),
+        "simulators": [s for s, _ in sims],
+    }
+    for key in TIMELINE:
+        out[f"timeline_p50_{key}"] = statistics.median(r.get(key, math.nan) for r in results)
+    for key, value in out.items():
+        if key not in ("returned_per_run", "simulators"):
+            print(f"{key:36} {value:.3f}" if isinstance(value, float) else f"{key:36} {value}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minions", type=int, default=1000)
@@ -228,47 +284,18 @@ def main() -> None:
     raise_nofile()  # the master and the workers inherit the raised limit
     tmp = Path(tempfile.mkdtemp(prefix="slb-"))
     cfg, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])
-    sock = tmp / "s" / "client.sock"
     address = tcp_address("127.0.0.1", yaml.safe_load(cfg.read_text())["port"])
     mpc = mp.get_context("spawn")
     stop_ev, results_q = mpc.Event(), mpc.Queue()
-    workers = [
-        mpc.Process(
-            target=worker,
-            args=(idents[i :: a.procs], master_keys.public, address, stop_ev, results_q),
-        )
+    args = [
+        (idents[i :: a.procs], master_keys.public, address, stop_ev, results_q)
         for i in range(a.procs)
     ]
+    workers = [mpc.Process(target=worker, args=w_args) for w_args in args]
     pid = spawn(saline_argv(cfg, "master"), tmp / "master.out")
-    out: dict[str, Any] = {"minions": a.minions, "runs": a.runs, "procs": a.procs}
     ok, sims = False, []
     try:
-        wait_online(sock, 0, 30, [])
-        out["master_rss_idle_mb"] = rss_mb(pid)
-        for w in workers:
-            w.start()
-        out["online_s"] = wait_online(sock, a.minions, 300, workers)
-        out["master_rss_online_mb"] = rss_mb(pid)
-        t = time.perf_counter()
-        with MasterClient(sock) as c:
-            c.request("status")
-        out["status_op_s"] = time.perf_counter() - t
-        print(f"all online after {out['online_s']:.2f}s; status op {out['status_op_s']:.3f}s")
-        out["warmup_s"] = [one_run(sock, a.timeout)["s"] for _ in range(a.warmup)]
-        wpids = [w.pid or 0 for w in workers]
-        cpu0, wall0 = cpu_now(pid, wpids), time.monotonic()
-        results = [one_run(sock, a.timeout) for _ in range(a.runs)]
-        cpu1, wall = cpu_now(pid, wpids), time.monotonic() - wall0
-        names = (
-            "master_main",
-            "master_zmq_threads",
-            "simulators",
-            "machine_busy",
-            "master_main_runq",
-        )
-        for name, before, after in zip(names, cpu0, cpu1, strict=True):
-            out[f"cpu_pct_{name}"] = 100 * (after - before) / wall  # of one core
-        out["master_rss_mb"] = rss_mb(pid)
+        out, results = measure(a, pid, tmp / "s" / "client.sock", workers)
         ok = True
     finally:
         stop_ev.set()
@@ -283,35 +310,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"failed; master logs kept in {tmp}", file=sys.stderr)
-
-    def p50(key: str) -> float:
-        return statistics.median(r.get(key, float("nan")) for r in results)
-
-    for r in results:  # minion-side stamps, relative to the request
-        stamps = [tl[r["jid"]] for _, tl in sims if r["jid"] in tl]
-        r["minion_first_recv_s"] = min(s[0] for s in stamps) - r["t0"]
-        r["minion_last_recv_s"] = max(s[1] for s in stamps) - r["t0"]
-        r["minion_last_sent_s"] = max(s[2] for s in stamps) - r["t0"]
-    times = sorted(r["s"] for r in results)
-    returned = [r["succeeded"] for r in results]
-    out |= {
-        "p50_s": statistics.median(times),
-        "p99_s": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
-        "min_s": times[0],
-        "max_s": times[-1],
-        "returned_per_run": returned,
-        "all_returned": all(n == a.minions for n in returned),
-        "simulators": [s for s, _ in sims],
-    }
-    for key in ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s",
-                "minion_last_sent_s", "first_ret_s", "last_ret_s"):  # fmt: skip
-        out[f"timeline_p50_{key}"] = p50(key)
-    for r in results:
-        if r["succeeded"] != a.minions:
-            print(f"WARNING: a run returned {r['succeeded']}/{a.minions}: {r}")
-    for key, value in out.items():
-        if key not in ("returned_per_run", "simulators"):
-            print(f"{key:36} {value:.3f}" if isinstance(value, float) else f"{key:36} {value}")
+    report(out, results, sims)
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
 

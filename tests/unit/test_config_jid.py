@@ -58,3 +58,11 @@ def test_jids_are_unique_and_sort_by_creation() -> None:
     assert len(set(jids)) == len(jids)
     assert jids == sorted(jids)
     assert all(len(j) == 20 and j.isdigit() for j in jids)
+
+
+def test_packaged_example_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "packaging" / "config"
+    master = load_yaml_model(root / "master.yaml", MasterConfig)
+    assert master == MasterConfig(), "the example lists the defaults"
+    minion = load_yaml_model(root / "minion.yaml", MinionConfig)
+    assert minion.grains == {"role": "backend"}
