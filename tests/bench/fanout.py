@@ -3,7 +3,7 @@
     python tests/bench/fanout.py --minions 1000 [--runs 10] [--procs 2] --json OUT.json
 
 Simulated minions are CURVE DEALER sockets (P worker processes, N/P sockets each, one
-zmq Poller per worker) that say hello, send heartbeats and answer test.ping at once.
+epoll loop per worker) that say hello, send heartbeats and answer test.ping at once.
 Each run times the client API ``run`` op from request to ``done``. Workers stamp each
 job (first/last receipt, last return sent) with the system-wide monotonic clock, so the
 report splits a run into master dispatch, minion side and master collection.
@@ -18,47 +18,27 @@ import math
 import multiprocessing as mp
 import os
 import queue
-import resource
-import select
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from multiprocessing.queues import Queue as MpQueue
-from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import yaml
-import zmq
+from sim_minions import Ident, raise_nofile, worker
 
 from saline.client import MasterClient
-from saline.codec import decode_from_master, encode
 from saline.errors import ClientError
 from saline.keys import KeyPair, KeyRing, generate_keypair, load_or_create_keypair
 from saline.lab.lab import free_port
 from saline.lab.processes import saline_argv, spawn, stop
-from saline.protocol import Ack, Heartbeat, Hello, Job, Pending, Refused, Rehello, Return, Welcome
-from saline.transport import connect_dealer, tcp_address
+from saline.transport import tcp_address
 
-Ident = tuple[str, str, str]  # (minion id, public, secret)
-BEAT_EVERY = 5  # seconds between heartbeats of one simulated minion
-HELLO_RETRY_S = 3.0
 CPU_NAMES = ("master_main", "master_zmq_threads", "simulators", "machine_busy", "master_main_runq")
 TIMELINE = ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s")
 TIMELINE += ("minion_last_sent_s", "first_ret_s", "last_ret_s")
-PING_OK: dict[str, Any] = {"success": True, "retcode": 0, "ret": True}
-#: the transport's own DEALER set-up, on a plain (not asyncio) context
-dealer = cast(Callable[..., "zmq.Socket[Any]"], connect_dealer)
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_mb(pid: int) -> float:
@@ -82,83 +62,7 @@ def cpu_now(master: int, workers: list[int]) -> list[float]:
     return [c / tick for c in cpu] + [(sum(total) - total[3] - total[4]) / tick, wait_ns / 1e9]
 
 
-def worker(
-    idents: list[Ident], master_pub: str, address: str, stop_ev: MpEvent, out: MpQueue[Any]
-) -> None:
-    """Simulate ``idents`` minions until ``stop_ev`` is set; put (counters, timeline) on out."""
-    raise_nofile()
-    ctx = zmq.Context(io_threads=1)
-    ctx.set(zmq.MAX_SOCKETS, len(idents) + 64)  # default 1023
-    # epoll over the sockets' zmq FDs, not zmq.Poller: zmq_poll is O(sockets) per call and
-    # made the simulator, not the master, the bottleneck. A zmq FD only signals that the
-    # socket's state must be re-read, so every socket touched is re-checked (``dirty``).
-    ep = select.epoll()
-    hellos = {
-        i: encode(Hello(id=i, grains={"role": "bench"}, version="bench")) for i, _, _ in idents
-    }
-    socks: dict[zmq.Socket[Any], str] = {}
-    hello_at: dict[str, float] = {}  # minions not welcomed yet -> last hello
-    stats = dict.fromkeys(("jobs", "acks", "pending", "refused", "bad"), 0)
-    timeline: dict[str, list[float]] = {}  # jid -> [first recv, last recv, last sent]
-    for minion_id, public, secret in idents:
-        sock = dealer(ctx, KeyPair(public, secret), master_pub, address, 1 << 24)
-        sock.send(hellos[minion_id])
-        hello_at[minion_id] = time.monotonic()
-        socks[sock] = minion_id
-    by_fd = {s.get(zmq.FD): s for s in socks}
-    for fd in by_fd:
-        ep.register(fd, select.EPOLLIN)
-    by_id = {m: s for s, m in socks.items()}
-    dirty = set(socks)
-    tick, next_tick = 0, time.monotonic() + 1.0
-    try:
-        while not stop_ev.is_set():
-            dirty.update(by_fd[fd] for fd, _ in ep.poll(0 if dirty else 0.2))
-            while dirty:
-                sock = dirty.pop()
-                minion_id = socks[sock]
-                while sock.get(zmq.EVENTS) & zmq.POLLIN:
-                    try:
-                        msg = decode_from_master(sock.recv(), 1 << 24)
-                    except Exception:
-                        stats["bad"] += 1
-                        continue
-                    if isinstance(msg, Job):
-                        now = time.monotonic()
-                        stamps = timeline.setdefault(msg.jid, [now, now, now])
-                        stamps[1] = now
-                        ret = Return(jid=msg.jid, id=minion_id, fun=msg.fun, **PING_OK)
-                        sock.send(encode(ret), zmq.NOBLOCK)
-                        stamps[2] = time.monotonic()
-                        stats["jobs"] += 1
-                    elif isinstance(msg, Ack):
-                        stats["acks"] += len(msg.jids)
-                    elif isinstance(msg, Welcome):
-                        hello_at.pop(minion_id, None)
-                    elif isinstance(msg, Rehello):
-                        sock.send(hellos[minion_id], zmq.NOBLOCK)
-                    elif isinstance(msg, Pending | Refused):
-                        stats[msg.kind] += 1
-            now = time.monotonic()
-            if now >= next_tick:  # once a second: hello retries, heartbeats for 1/BEAT_EVERY
-                next_tick, tick = now + 1.0, tick + 1
-                dirty.update(socks)
-                for minion_id, at in list(hello_at.items()):
-                    if now - at >= HELLO_RETRY_S:
-                        by_id[minion_id].send(hellos[minion_id], zmq.NOBLOCK)
-                        hello_at[minion_id] = now
-                for n, (sock, minion_id) in enumerate(socks.items()):
-                    if n % BEAT_EVERY == tick % BEAT_EVERY and minion_id not in hello_at:
-                        sock.send(encode(Heartbeat(id=minion_id)), zmq.NOBLOCK)
-    finally:
-        ep.close()
-        for sock in socks:
-            sock.close(linger=0)
-        ctx.term()
-        out.put((stats, timeline))
-
-
-def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]:
+def write_master(tmp: Path, ids: list[str]) -> tuple[Path, int, KeyPair, list[Ident]]:
     pki = tmp / "pki"
     master_keys = load_or_create_keypair(pki, "master")
     KeyRing(pki)  # lays out minions/, minions_pre/, minions_rejected/
@@ -167,19 +71,12 @@ def write_master(tmp: Path, ids: list[str]) -> tuple[Path, KeyPair, list[Ident]]
         pair = generate_keypair()
         (pki / "minions" / minion_id).write_text(pair.public + "\n")
         idents.append((minion_id, pair.public, pair.secret))
-    cfg = {
-        "interface": "127.0.0.1",
-        "port": free_port(),
-        "pki_dir": str(pki),
-        "data_dir": str(tmp / "data"),
-        "sock_dir": str(tmp / "s"),  # the client socket path must stay under ~100 chars
-        "log_file": str(tmp / "master.log"),
-        "presence_timeout": 30.0,
-        "job_timeout": 30.0,
-    }
-    path = tmp / "master.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path, master_keys, idents
+    path, port = tmp / "master.yaml", free_port()
+    path.write_text(  # sock_dir: the client socket path must stay under ~100 characters
+        f"interface: 127.0.0.1\nport: {port}\npki_dir: {pki}\ndata_dir: {tmp}/data\n"
+        f"sock_dir: {tmp}/s\nlog_file: {tmp}/master.log\npresence_timeout: 30\njob_timeout: 30\n"
+    )
+    return path, port, master_keys, idents
 
 
 def wait_online(sock: Path, n: int, timeout: float, procs: list[BaseProcess]) -> float:
@@ -220,7 +117,12 @@ def one_run(sock: Path, timeout: float) -> dict[str, Any]:
     raise RuntimeError("stream ended without done")
 
 
-def measure(a: argparse.Namespace, pid: int, sock: Path, workers: list[BaseProcess]) -> Any:
+Results = list[dict[str, Any]]
+
+
+def measure(
+    a: argparse.Namespace, pid: int, sock: Path, workers: list[BaseProcess]
+) -> tuple[dict[str, Any], Results]:
     out: dict[str, Any] = {"minions": a.minions, "runs": a.runs, "procs": a.procs}
     wait_online(sock, 0, 30, [])
     out["master_rss_idle_mb"] = rss_mb(pid)
@@ -246,7 +148,7 @@ def measure(a: argparse.Namespace, pid: int, sock: Path, workers: list[BaseProce
     return out, results
 
 
-def report(out: dict[str, Any], results: list[dict[str, Any]], sims: list[Any]) -> None:
+def report(out: dict[str, Any], results: Results, sims: list[Any]) -> None:
     for r in results:  # minion-side stamps, relative to the request
         stamps = [tl[r["jid"]] for _, tl in sims if r["jid"] in tl]
         r["minion_first_recv_s"] = min(s[0] for s in stamps) - r["t0"]
@@ -283,8 +185,8 @@ def main() -> None:
     a = ap.parse_args()
     raise_nofile()  # the master and the workers inherit the raised limit
     tmp = Path(tempfile.mkdtemp(prefix="slb-"))
-    cfg, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])
-    address = tcp_address("127.0.0.1", yaml.safe_load(cfg.read_text())["port"])
+    cfg, port, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])
+    address = tcp_address("127.0.0.1", port)
     mpc = mp.get_context("spawn")
     stop_ev, results_q = mpc.Event(), mpc.Queue()
     args = [

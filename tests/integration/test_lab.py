@@ -1,0 +1,52 @@
+"""The lab itself: status, down stopping exactly what it started, and a second up refused."""
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from saline.lab.lab import Lab, LabError, lab_ids
+from saline.lab.processes import alive
+from tests.support import saline, wait_for
+
+
+def test_lab_ids_are_stable_and_readable() -> None:
+    assert lab_ids(5) == ["be1", "be2", "be3", "fe1", "fe2"]
+    assert lab_ids(1) == ["be1"]
+
+
+def test_status_up_twice_and_down_stops_only_its_own(tmp_path: Path) -> None:
+    lab = Lab(tmp_path / "lab")
+    lab.up(3)
+    decoy = subprocess.Popen(["sleep", "300"])
+    real_fe1 = lab.state["minions"]["fe1"]["pid"]
+    try:
+        proc = saline(lab, "lab", "status", "--dir", str(lab.directory), "--out", "json")
+        report = json.loads(proc.stdout)
+        assert report["master"]["running"] is True
+        assert {m: (i["online"], i["role"]) for m, i in report["minions"].items()} == {
+            "be1": (True, "backend"),
+            "be2": (True, "backend"),
+            "fe1": (True, "frontend"),
+        }
+        with pytest.raises(LabError, match="already running"):
+            Lab(lab.directory).up(3)
+
+        # pretend fe1's pid was reused by an unrelated process: down must not touch it
+        lab.state["minions"]["fe1"]["pid"] = decoy.pid
+        lab.save()
+        proc = saline(lab, "lab", "down", "--dir", str(lab.directory))
+        assert proc.returncode == 0, proc.stderr
+        assert decoy.poll() is None, "a process the lab did not start survives `lab down`"
+        for info in lab.load().processes().values():
+            if info["pid"] != decoy.pid:
+                wait_for(lambda i=info: not alive(i["pid"], i["marker"]), 10, "stopped")
+        assert alive(real_fe1, lab.state["minions"]["fe1"]["marker"])
+    finally:
+        decoy.kill()
+        decoy.wait()
+        if alive(real_fe1, "minion.yaml"):  # the minion the test hid from `down`
+            os.kill(real_fe1, signal.SIGTERM)
