@@ -35,7 +35,17 @@ def dump(value: Any, out: str) -> str:
         return json.dumps(value, indent=2, sort_keys=True, default=_jsonable)
     import yaml
 
-    return str(yaml.safe_dump(_plain(value), sort_keys=True, default_flow_style=False)).rstrip()
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        # command output reads as it was printed: multi-line strings as literal blocks
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, text)
+    dumped = yaml.dump(_plain(value), Dumper=Dumper, sort_keys=True, default_flow_style=False)
+    return str(dumped).rstrip()
 
 
 def _jsonable(value: Any) -> Any:
