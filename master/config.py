@@ -5,10 +5,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from saline.api import DEFAULT_MASTER_CONFIG, DEFAULT_SOCK_DIR, SOCKET_NAME
 from saline.config import load_yaml_model, resolve_config_path
 from saline.wire import DEFAULT_MAX_FRAME
-
-DEFAULT_MASTER_CONFIG = "/etc/saline/master.yaml"
 
 
 class MasterConfig(BaseModel):
@@ -23,7 +22,7 @@ class MasterConfig(BaseModel):
     #: job store (SQLite, WAL) and other state
     data_dir: Path = Path("/var/lib/saline/master")
     #: directory of the local client socket (0700 unless client_acl opens it)
-    sock_dir: Path = Path("/run/saline/master")
+    sock_dir: Path = Path(DEFAULT_SOCK_DIR)
     log_file: Path | None = None
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     #: accept every new minion key without an operator (labs only; logged loudly)
@@ -39,7 +38,7 @@ class MasterConfig(BaseModel):
 
     @property
     def client_socket(self) -> Path:
-        return self.sock_dir / "client.sock"
+        return self.sock_dir / SOCKET_NAME
 
     @property
     def store_path(self) -> Path:

@@ -13,6 +13,10 @@ from saline.errors import ProtocolError
 from saline.wire import pack, unpack
 
 API_VERSION = 1
+#: where the CLI looks for the master's config, and the master for its client socket
+DEFAULT_MASTER_CONFIG = "/etc/saline/master.yaml"
+DEFAULT_SOCK_DIR = "/run/saline/master"
+SOCKET_NAME = "client.sock"
 #: replies may carry many returns of up to the minion frame cap each
 MAX_API_FRAME = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")

@@ -2,14 +2,16 @@
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from saline.errors import ConfigError
 
-C = TypeVar("C", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic is imported only when validating: the CLI stays light
+    from pydantic import BaseModel
+
+C = TypeVar("C", bound="BaseModel")
 
 #: environment variable naming the config file when -c is not given
 CONFIG_ENV = "SALINE_CONFIG"
@@ -57,6 +59,8 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of settings")
     data.update(overrides or {})
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -67,6 +71,20 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
         where = f"{path}:{line_no}" if line_no else str(path)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{where}: {field}: {err['msg']}{more}") from e
+
+
+def read_setting(path: Path, key: str, default: str) -> str:
+    """One string setting from a YAML mapping, without validating the rest of the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    value = data.get(key, default) if isinstance(data, dict) else default
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key}: expected a path, got {type(value).__name__}")
+    return value
 
 
 def resolve_config_path(given: str | None, default: str) -> Path:

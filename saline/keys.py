@@ -145,6 +145,7 @@ class KeyRing:
             ensure_dir(pki_dir / d)
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] = ()
+        self._read_at_ns = 0
         self._checked = 0.0
         self._by_key: dict[str, KeyEntry] = {}
         self._by_id: dict[tuple[KeyState, str], KeyEntry] = {}
@@ -153,16 +154,17 @@ class KeyRing:
         return self.pki_dir / _DIRS[state]
 
     def _reload_if_changed(self) -> None:
-        # Checked at most every 50 ms (lookups happen per message). A directory touched in
-        # the last two seconds is re-read anyway: mtime ticks are coarse, and a change in
-        # the same tick as the previous read would otherwise go unseen.
+        # Checked at most every 50 ms (lookups happen per message). mtime ticks are coarse:
+        # a change made in the same tick as our last read leaves the stamp unchanged, so a
+        # directory touched shortly before that read is read once more.
         now = time.monotonic()
         if now - self._checked < 0.05:
             return
         self._checked = now
         stamp = tuple(self._dir(s).stat().st_mtime_ns for s in KeyState)
-        if stamp == self._stamp and time.time_ns() - max(stamp) > 2_000_000_000:
+        if stamp == self._stamp and max(stamp) < self._read_at_ns - 50_000_000:
             return
+        self._read_at_ns = time.time_ns()
         by_key: dict[str, KeyEntry] = {}
         by_id: dict[tuple[KeyState, str], KeyEntry] = {}
         for state in KeyState:

@@ -36,6 +36,9 @@ def bind_router(
     sock = ctx.socket(zmq.ROUTER)
     _tune(sock, max_frame)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # thousands of minions reconnect at once after a master restart: libzmq's default
+    # listen backlog (100) overflows and pushes them into seconds of connect back-off
+    sock.setsockopt(zmq.BACKLOG, 4096)
     sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret.encode())

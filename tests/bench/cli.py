@@ -9,6 +9,7 @@ Targets: ``--help`` under 0.3 s (p50); 30 fresh minions all answering within 3 s
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out: dict[str, Any] = {"help": bench_help(a.runs), "labs": {}}
     print(f"saline --help: p50 {out['help']['p50_s']:.3f}s (target < 0.3 s)")
     tmp = Path(tempfile.mkdtemp(prefix="slc-"))

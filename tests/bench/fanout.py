@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=30.0, help="job timeout, s")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()  # the master and the workers inherit the raised limit
     tmp = Path(tempfile.mkdtemp(prefix="slb-"))
     cfg, port, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])

@@ -9,6 +9,7 @@ Starts a lab with one minion, waits ``--idle`` seconds after it is online, then 
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -88,6 +89,8 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle after online")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="slr-"))
     lab = Lab(tmp / "lab")
     try:
