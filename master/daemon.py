@@ -18,13 +18,12 @@ from master.handlers import HANDLERS, Batch, Peer, refusal
 from master.jobs import JobManager
 from master.presence import Presence
 from master.stats import Refusals
-from master.store.base import JobRecord
 from master.store.sqlite import SqliteStore
 from master.zap import ZapHandler
 from saline.codec import decode_from_minion, encode
 from saline.errors import ProtocolError
 from saline.keys import KeyRing, KeyState, ensure_dir, fingerprint, load_or_create_keypair
-from saline.protocol import Ack, Job, Refused
+from saline.protocol import Ack, Refused
 from saline.transport import bind_router, tcp_address
 
 log = logging.getLogger(__name__)
@@ -65,9 +64,12 @@ class Master:
 
     def reply(self, route: bytes, message: BaseModel) -> bool:
         """Send to one connection; False when it is gone (ROUTER_MANDATORY) or backed up."""
+        return self.send_frame(route, encode(message))
+
+    def send_frame(self, route: bytes, frame: bytes) -> bool:
         assert self.sock is not None
         try:
-            self.sock.send_multipart([route, encode(message)], flags=zmq.NOBLOCK)
+            self.sock.send_multipart([route, frame], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             return False
         finally:
@@ -77,18 +79,9 @@ class Master:
                 self._readable.set()
         return True
 
-    def send_job(self, minion_id: str, record: JobRecord) -> bool:
+    def send_job(self, minion_id: str, frame: bytes) -> bool:
         route = self.presence.route(minion_id)
-        if route is None:
-            return False
-        job = Job(
-            jid=record.jid,
-            fun=record.fun,
-            args=record.args,
-            kwargs=record.kwargs,
-            timeout=record.timeout,
-        )
-        return self.reply(route, job)
+        return route is not None and self.send_frame(route, frame)
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         """Accepted minions and their last-known grains: what targets match against."""

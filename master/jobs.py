@@ -18,7 +18,9 @@ from typing import Any
 from master.bus import EventBus
 from master.presence import Presence
 from master.store.base import JobRecord, ReturnRecord, Store
+from saline.codec import encode
 from saline.jid import new_jid
+from saline.protocol import Job
 from saline.targeting import match_minions
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,8 @@ class JobRequest:
     user: str
 
 
-#: sends one job to one minion; False when the minion cannot be reached
-Sender = Callable[[str, JobRecord], bool]
+#: sends an encoded frame to one minion; False when the minion cannot be reached
+Sender = Callable[[str, bytes], bool]
 
 
 @dataclass(eq=False)
@@ -61,6 +63,8 @@ class ActiveJob:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     listeners: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the Job frame, encoded once and sent as is to every minion
+    frame: bytes = b""
 
     @property
     def finished(self) -> bool:
@@ -128,6 +132,15 @@ class JobManager:
             {"fun": record.fun, "minions": matched, "missing": missing, "user": record.user},
         )
         job = ActiveJob(record, deque(reachable), request.batch or max(len(reachable), 1))
+        job.frame = encode(
+            Job(
+                jid=record.jid,
+                fun=record.fun,
+                args=record.args,
+                kwargs=record.kwargs,
+                timeout=record.timeout,
+            )
+        )
         for minion_id in missing:
             job.outcomes[minion_id] = Outcome.NOT_REACHED
         if not job.finished:
@@ -139,7 +152,7 @@ class JobManager:
         sent: list[str] = []
         while job.waiting and len(job.inflight) < job.batch:
             minion_id = job.waiting.popleft()
-            if self.sender(minion_id, job.record):
+            if self.sender(minion_id, job.frame):
                 job.inflight[minion_id] = time.monotonic() + job.record.timeout
                 sent.append(minion_id)
             else:
