@@ -48,7 +48,10 @@ demo: setup
 	  echo '$$ saline jobs list'; $(BIN)/saline jobs list -n 5
 
 bench: setup
-	$(BIN)/python tests/bench/fanout.py --minions 1000 --json bench-fanout.json
+	$(BIN)/python tests/bench/fanout.py --minions 1000 --json bench-fanout-1000.json
+	$(BIN)/python tests/bench/fanout.py --minions 5000 --runs 5 --json bench-fanout-5000.json
+	$(BIN)/python tests/bench/minion_rss.py --json bench-minion-rss.json
+	$(BIN)/python tests/bench/cli.py --json bench-cli.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
