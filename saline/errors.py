@@ -32,3 +32,7 @@ class TargetError(SalineError):
 
 class ClientError(SalineError):
     """The local client API refused or failed a request."""
+
+
+class StateError(SalineError):
+    """A state tree failed to render, validate or order (message names file, line, field)."""

@@ -1,0 +1,1 @@
+"""State modules: one file each, registered in ``REGISTRY`` (module name -> its FUNCTIONS)."""
