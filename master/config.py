@@ -35,6 +35,10 @@ class MasterConfig(BaseModel):
     job_timeout: float = Field(default=10.0, gt=0)
     #: local users other than the master's own, mapped to the function globs they may run
     client_acl: dict[str, list[str]] = Field(default_factory=dict)
+    #: the state tree served as saline://, searched in order
+    file_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/states")])
+    #: pillar trees (each with its own top.yaml)
+    pillar_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/pillar")])
 
     @property
     def client_socket(self) -> Path:

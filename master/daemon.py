@@ -14,8 +14,10 @@ import saline
 from master.bus import EventBus
 from master.clientapi import ClientApi
 from master.config import MasterConfig
+from master.fileserver import FileServer
 from master.handlers import HANDLERS, Batch, Peer, refusal
 from master.jobs import JobManager
+from master.pillar import PillarCompiler
 from master.presence import Presence
 from master.stats import Refusals
 from master.store.sqlite import SqliteStore
@@ -52,6 +54,8 @@ class Master:
         self.grains: dict[str, dict[str, Any]] = {
             m.id: m.grains for m in self.store.minions().values()
         }
+        self.fileserver = FileServer(config.file_roots)
+        self.pillar = PillarCompiler(config.pillar_roots)
         self.jobs = JobManager(self.store, self.bus, self.presence, self.send_job)
         self.router: zmq.asyncio.Socket | None = None
         #: the same socket without pyzmq's asyncio layer (5x cheaper per message); every

@@ -15,10 +15,24 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from master.fileserver import FileServerError
 from master.store.base import MinionRecord, ReturnRecord
-from saline.errors import KeyRingError
+from saline.errors import KeyRingError, SalineError
 from saline.keys import KeyEntry, KeyState
-from saline.protocol import Bye, Heartbeat, Hello, Pending, Refused, Rehello, Return, Welcome
+from saline.protocol import (
+    Bye,
+    FileReply,
+    FileRequest,
+    Heartbeat,
+    Hello,
+    Pending,
+    PillarReply,
+    PillarRequest,
+    Refused,
+    Rehello,
+    Return,
+    Welcome,
+)
 
 if TYPE_CHECKING:
     from master.daemon import Master
@@ -120,6 +134,29 @@ def on_return(master: "Master", peer: Peer, msg: Return, batch: Batch) -> None:
     batch.returns.append((peer.route, record))
 
 
+def on_file_request(master: "Master", peer: Peer, msg: FileRequest, batch: Batch) -> None:
+    try:
+        served = master.fileserver.get(msg.path)
+    except FileServerError as e:
+        master.refusals.count("file_refused", f"{msg.id}: {e}")
+        master.reply(peer.route, FileReply(req=msg.req, path=msg.path, error=str(e)))
+        return
+    data = None if msg.have == served.sha256 else served.data  # unchanged: not re-sent
+    master.reply(
+        peer.route, FileReply(req=msg.req, path=served.path, sha256=served.sha256, data=data)
+    )
+
+
+def on_pillar_request(master: "Master", peer: Peer, msg: PillarRequest, batch: Batch) -> None:
+    # msg.id equals the key's bound id (policy MINION): a minion only gets its own pillar
+    try:
+        pillar, secrets = master.pillar.compile(msg.id, master.grains.get(msg.id, {}))
+    except SalineError as e:
+        master.reply(peer.route, PillarReply(req=msg.req, error=str(e)))
+        return
+    master.reply(peer.route, PillarReply(req=msg.req, pillar=pillar, secrets=sorted(secrets)))
+
+
 def on_bye(master: "Master", peer: Peer, msg: Bye, batch: Batch) -> None:
     if master.presence.drop(msg.id):
         master.bus.publish(f"saline/minion/{msg.id}/lost", {"reason": "shutdown"}, msg.id)
@@ -131,6 +168,8 @@ HANDLERS: dict[str, tuple[Policy, Handler]] = {
     "hello": (Policy.ANY_KEY, on_hello),
     "heartbeat": (Policy.MINION, on_heartbeat),
     "return": (Policy.MINION, on_return),
+    "file_request": (Policy.MINION, on_file_request),
+    "pillar_request": (Policy.MINION, on_pillar_request),
     "bye": (Policy.MINION, on_bye),
 }
 

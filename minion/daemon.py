@@ -8,11 +8,13 @@ forked children, their returns are spooled, sent, and resent until acknowledged.
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -20,6 +22,7 @@ from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 import saline
+from minion.channel import ChannelError
 from minion.config import MinionConfig
 from minion.executor import execute
 from minion.grains import collect_grains, minion_id
@@ -33,11 +36,15 @@ from saline.keys import check_public_key, fingerprint, is_public_key, load_or_cr
 from saline.protocol import (
     Ack,
     Bye,
+    FileReply,
+    FileRequest,
     Heartbeat,
     Hello,
     Job,
     MasterMessage,
     Pending,
+    PillarReply,
+    PillarRequest,
     Refused,
     Rehello,
     Return,
@@ -46,6 +53,10 @@ from saline.protocol import (
 from saline.transport import connect_dealer, tcp_address
 
 log = logging.getLogger(__name__)
+
+
+#: seconds a job waits for the master to answer a file or pillar request
+RELAY_TIMEOUT = 30.0
 
 
 class LinkState(StrEnum):
@@ -103,6 +114,8 @@ class Minion:
         self.sock: zmq.asyncio.Socket | None = None
         self._sent_at: dict[str, float] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        self._requests: dict[int, asyncio.Future[FileReply | PillarReply]] = {}
+        self._request_ids = itertools.count()
         self.stopping = asyncio.Event()
 
     def send(self, message: BaseModel) -> None:
@@ -141,9 +154,35 @@ class Minion:
 
     async def run_job(self, job: Job) -> None:
         timeout = min(job.timeout, self.config.max_function_timeout)
-        ret = self._bounded(await execute(self.ctx, job, self.id, timeout))
+        ret = self._bounded(await execute(self.ctx, job, self.id, timeout, self.relay))
         self.spool.put(ret)  # before sending: an ack can only follow a spooled return
         self._send_return(ret)
+
+    async def relay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A job's request for a file or its pillar, asked of the master on its behalf."""
+        req = next(self._request_ids)
+        message: FileRequest | PillarRequest
+        if request.get("op") == "file":
+            have = request.get("have")
+            message = FileRequest(
+                id=self.id, req=req, path=str(request.get("path")), have=have and str(have)
+            )
+        elif request.get("op") == "pillar":
+            message = PillarRequest(id=self.id, req=req)
+        else:
+            raise ChannelError(f"unknown request {str(request.get('op'))[:32]!r}")
+        if self.state is not LinkState.READY:
+            raise ChannelError("not connected to the master")
+        future: asyncio.Future[FileReply | PillarReply] = asyncio.get_running_loop().create_future()
+        self._requests[req] = future
+        self.send(message)
+        try:
+            reply = await asyncio.wait_for(future, RELAY_TIMEOUT)
+        except TimeoutError as e:
+            raise ChannelError(f"the master did not answer a {message.kind} in time") from e
+        finally:
+            self._requests.pop(req, None)
+        return reply.model_dump(exclude={"v", "kind", "req"})
 
     # -- inbound -----------------------------------------------------------------------
 
@@ -165,6 +204,10 @@ class Minion:
                 task = asyncio.create_task(self.run_job(msg))
                 self._jobs.add(task)
                 task.add_done_callback(self._jobs.discard)
+            case FileReply() | PillarReply():
+                future = self._requests.get(msg.req)
+                if future is not None and not future.done():
+                    future.set_result(msg)
             case Ack():
                 for jid in msg.jids:
                     self.spool.remove(jid)

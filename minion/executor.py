@@ -9,13 +9,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 
+from minion.channel import PipeChannel, Relay, serve_child
 from minion.modules.base import Context, ExecutionError, Outcome
 from saline.protocol import Job, Return
 
@@ -120,15 +123,25 @@ async def _reap(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-async def execute(ctx: Context, job: Job, minion_id: str, timeout: float) -> Return:
-    """Fork, run ``job`` in the child, and return its Return (failure on crash or timeout)."""
+async def execute(
+    ctx: Context, job: Job, minion_id: str, timeout: float, relay: Relay | None = None
+) -> Return:
+    """Fork, run ``job`` in the child, and return its Return (failure on crash or timeout).
+
+    With ``relay``, the child gets a channel to the master (files, pillar) through this
+    process, served until the child exits.
+    """
     started = time.monotonic()
     read_fd, write_fd = os.pipe()
+    parent_sock, child_sock = socket.socketpair()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(ctx, job, write_fd)
+        parent_sock.close()
+        _child(replace(ctx, channel=PipeChannel(child_sock)), job, write_fd)
     os.close(write_fd)
+    child_sock.close()
+    server = asyncio.create_task(serve_child(parent_sock, relay)) if relay else None
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # set from both sides: no window where a timeout misses the group
     timed_out = False
@@ -145,6 +158,9 @@ async def execute(ctx: Context, job: Job, minion_id: str, timeout: float) -> Ret
         exit_code = await _reap(pid)
     finally:
         os.close(read_fd)
+        if server is not None:
+            server.cancel()
+        parent_sock.close()
     result: tuple[bool, int, Any]
     if timed_out:
         result = (

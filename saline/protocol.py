@@ -61,6 +61,26 @@ class Return(_Message):
     duration_ms: float = 0.0
 
 
+class FileRequest(_Message):
+    """Ask the master's file server for ``saline://path`` (on behalf of a running job)."""
+
+    kind: Literal["file_request"] = "file_request"
+    id: str = Field(pattern=MINION_ID_PATTERN)
+    #: correlates the reply; chosen by the minion
+    req: int = Field(ge=0)
+    path: str = Field(max_length=1024)
+    #: sha256 of the copy the minion has; the master sends no data when it still matches
+    have: str | None = Field(default=None, max_length=64)
+
+
+class PillarRequest(_Message):
+    """Ask for this minion's pillar (compiled on the master for the authenticated id only)."""
+
+    kind: Literal["pillar_request"] = "pillar_request"
+    id: str = Field(pattern=MINION_ID_PATTERN)
+    req: int = Field(ge=0)
+
+
 class Bye(_Message):
     """A minion shutting down cleanly: mark it lost at once instead of after the timeout."""
 
@@ -111,6 +131,28 @@ class Job(_Message):
     timeout: float = Field(default=60.0, gt=0)
 
 
+class FileReply(_Message):
+    """A file from the file server; ``data`` is None when the minion's copy is current."""
+
+    kind: Literal["file_reply"] = "file_reply"
+    req: int
+    path: str
+    sha256: str = ""
+    data: bytes | None = None
+    #: set instead of data when the file cannot be served (missing, refused path)
+    error: str | None = None
+
+
+class PillarReply(_Message):
+    """This minion's pillar, and which values in it are secrets (never logged or returned)."""
+
+    kind: Literal["pillar_reply"] = "pillar_reply"
+    req: int
+    pillar: dict[str, Any] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
 class Ack(_Message):
     """The master stored these returns; the minion may drop them from its spool."""
 
@@ -118,9 +160,14 @@ class Ack(_Message):
     jids: list[str]
 
 
-MinionMessage = Annotated[Hello | Heartbeat | Return | Bye, Field(discriminator="kind")]
-MasterMessage = Annotated[
-    Welcome | Pending | Refused | Rehello | Job | Ack, Field(discriminator="kind")
+MinionMessage = Annotated[
+    Hello | Heartbeat | Return | FileRequest | PillarRequest | Bye, Field(discriminator="kind")
 ]
-MINION_KINDS = frozenset({"hello", "heartbeat", "return", "bye"})
-MASTER_KINDS = frozenset({"welcome", "pending", "refused", "rehello", "job", "ack"})
+MasterMessage = Annotated[
+    Welcome | Pending | Refused | Rehello | Job | Ack | FileReply | PillarReply,
+    Field(discriminator="kind"),
+]
+MINION_KINDS = frozenset({"hello", "heartbeat", "return", "file_request", "pillar_request", "bye"})
+MASTER_KINDS = frozenset(
+    {"welcome", "pending", "refused", "rehello", "job", "ack", "file_reply", "pillar_reply"}
+)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from minion.channel import MasterChannel
 from minion.config import MinionConfig
 from minion.services.base import ServiceProvider
 from saline.errors import SalineError
@@ -40,3 +41,5 @@ class Context:
     services: ServiceProvider
     #: every registered function by full name ("test.ping"), for sys.*
     functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    #: the job's line to the master (files, pillar); set in the job's child process
+    channel: "MasterChannel | None" = None

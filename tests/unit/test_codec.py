@@ -19,10 +19,14 @@ from saline.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Bye,
+    FileReply,
+    FileRequest,
     Heartbeat,
     Hello,
     Job,
     Pending,
+    PillarReply,
+    PillarRequest,
     Refused,
     Rehello,
     Return,
@@ -46,6 +50,8 @@ MINION_SAMPLES: list[BaseModel] = [
     ),
     Return(jid="j", id="be2", fun="test.ping", success=True, retcode=0, ret=True),
     Bye(id="be2"),
+    FileRequest(id="be1", req=7, path="chef_backend/init.yaml", have="ab" * 32),
+    PillarRequest(id="fe1", req=8),
 ]
 MASTER_SAMPLES: list[BaseModel] = [
     Welcome(id="be1", master_version="0.1.0"),
@@ -62,6 +68,9 @@ MASTER_SAMPLES: list[BaseModel] = [
     Job(jid="j2", fun="test.ping"),
     Ack(jids=["j1", "j2"]),
     Ack(jids=[]),
+    FileReply(req=7, path="top.yaml", sha256="cd" * 32, data=b"base: {}\n"),
+    FileReply(req=7, path="../etc/passwd", error="path escapes the file roots"),
+    PillarReply(req=8, pillar={"secrets": {"pw": "x"}}, secrets=["x"]),
 ]
 
 

@@ -1,0 +1,52 @@
+"""``saline://`` files for a job, through its channel, cached on the minion by content hash.
+
+The minion sends the hash of its cached copy; the master sends the bytes only when they
+changed, so a highstate of unchanged files moves almost nothing.
+"""
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+from minion.channel import ChannelError, MasterChannel
+from saline.errors import StateError
+
+SCHEME = "saline://"
+
+
+def _relative(url: str) -> PurePosixPath:
+    path = url[len(SCHEME) :] if url.startswith(SCHEME) else url
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or any(p in ("..", "") for p in pure.parts):
+        raise StateError(f"refused file path {url!r}")
+    return pure
+
+
+class CachedFileClient:
+    """A ``states.modules.base.FileSource`` for a job running on this minion."""
+
+    def __init__(self, channel: MasterChannel, cache_dir: Path) -> None:
+        self.channel = channel
+        self.cache_dir = cache_dir
+
+    def get(self, url: str) -> bytes:
+        relative = _relative(url)
+        cached = self.cache_dir / relative
+        have = None
+        with contextlib.suppress(OSError):
+            have = hashlib.sha256(cached.read_bytes()).hexdigest()
+        try:
+            reply = self.channel.request("file", path=str(relative), have=have)
+        except ChannelError as e:
+            raise StateError(f"saline://{relative}: {e}") from e
+        data = reply.get("data")
+        if data is None:
+            return cached.read_bytes()
+        if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != reply.get("sha256"):
+            raise StateError(f"saline://{relative}: corrupt transfer")
+        cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = cached.with_name(f".{cached.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+        return data
