@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "minion": ("saline.cli.daemons:minion", "run a minion in the foreground"),
     "key": ("saline.cli.key:key", "manage minion keys (list, accept, reject, ...)"),
     "run": ("saline.cli.run:run", "run an execution function on targeted minions"),
+    "state": ("saline.cli.state:state", "apply or show declarative states"),
     "jobs": ("saline.cli.jobs:jobs", "list and show stored jobs"),
     "events": ("saline.cli.events:events", "stream events from the master's bus"),
     "status": ("saline.cli.status:status", "minions online, keys, refusal counters"),

@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -155,6 +156,28 @@ def run(
       saline run -T list be1,be2 cmd.run "ls /tmp" cwd=/ --batch 1
     """
     args, kwargs = split_arguments(arguments)
+    code = execute(ctx, target, tgt_type, function, args, kwargs, timeout, batch, out)
+    ctx.exit(code)
+
+
+#: prints one minion's return in human output: (minion id, return value, success) -> text
+Renderer = Callable[[str, Any, bool], str]
+
+
+def execute(
+    ctx: click.Context,
+    target: str,
+    tgt_type: str,
+    function: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    batch: int | None,
+    out: str,
+    render: Renderer | None = None,
+) -> int:
+    """Run a job through the master, print returns as they arrive; returns the exit code."""
+    render = render or _human_return
     returns: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     with client(ctx, timeout=None) as master:
@@ -184,7 +207,7 @@ def run(
                 }
                 if out == "human":
                     progress.clear()
-                    click.echo(_human_return(message["id"], message["return"], message["success"]))
+                    click.echo(render(message["id"], message["return"], message["success"]))
             elif kind in ("timed_out", "not_reached"):
                 progress.tick()
             elif kind == "progress":
@@ -192,7 +215,6 @@ def run(
             elif kind == "done":
                 summary = message
         progress.clear()
-    code = exit_code(summary)
     if out == "human":
         _print_summary(summary)
     else:
@@ -203,7 +225,7 @@ def run(
             "timed_out": summary["timed_out"],
         }
         click.echo(dump(document, out))
-    ctx.exit(code)
+    return exit_code(summary)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

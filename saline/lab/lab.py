@@ -121,6 +121,8 @@ class Lab:
             "log_file": str(d / "logs" / "master.log"),
             "presence_timeout": 3.0,
             "job_timeout": 10.0,
+            "file_roots": [str(d / "states")],
+            "pillar_roots": [str(d / "pillar")],
         }
         self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
         minions: dict[str, Any] = {}

@@ -1,0 +1,120 @@
+"""``saline state apply | show``: declarative states on the targeted minions."""
+
+from typing import Any
+
+import click
+
+from saline.cli.common import OUT_CHOICE, dump
+from saline.cli.run import execute
+
+_TARGETING = [
+    click.option(
+        "-T",
+        "--tgt-type",
+        type=click.Choice(["glob", "list", "grain", "compound"]),
+        default="glob",
+        help="how TARGET is read (default glob on the minion id)",
+    ),
+    click.option("-t", "--timeout", type=float, default=60.0, help="seconds to wait per minion"),
+    click.option("--out", type=OUT_CHOICE, default="human", help="output format"),
+]
+
+
+def _targeting(fn: Any) -> Any:
+    for option in reversed(_TARGETING):
+        fn = option(fn)
+    return fn
+
+
+_MARK = {True: "ok", False: "FAILED", None: "would change"}
+
+
+def render_states(minion_id: str, value: Any, success: bool) -> str:
+    """One minion's state run, one line per state plus its changes."""
+    if not isinstance(value, list):
+        return f"{minion_id}:  [FAILED]\n    " + dump(value, "yaml").replace("\n", "\n    ")
+    lines = [f"{minion_id}:"]
+    changed = failed = 0
+    for chunk in value:
+        result = chunk.get("result")
+        has_changes = bool(chunk.get("changes"))
+        changed += has_changes
+        failed += result is False
+        mark = _MARK.get(result, str(result))
+        if result is True and has_changes:
+            mark = "changed"
+        lines.append(
+            f"  {mark:>12}  {chunk.get('state')} {chunk.get('name')}: {chunk.get('comment', '')}"
+            f"  ({chunk.get('duration_ms', 0):.0f} ms)"
+        )
+        if has_changes:
+            body = dump(chunk["changes"], "yaml")
+            lines.extend("                " + line for line in body.splitlines())
+    lines.append(f"  {len(value)} states: {changed} changed, {failed} failed")
+    return "\n".join(lines)
+
+
+@click.group()
+def state() -> None:
+    """Apply or show declarative states (state files from the master's file_roots)."""
+
+
+@state.command(context_settings={"ignore_unknown_options": False})
+@click.argument("target")
+@click.argument("states", nargs=-1)
+@click.option("--test", is_flag=True, help="change nothing; report what would change")
+@click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
+@_targeting
+@click.pass_context
+def apply(
+    ctx: click.Context,
+    target: str,
+    states: tuple[str, ...],
+    test: bool,
+    batch: int | None,
+    tgt_type: str,
+    timeout: float,
+    out: str,
+) -> None:
+    """Apply STATE ... (no STATE: the highstate from top.yaml) on the minions TARGET matches."""
+    code = execute(
+        ctx,
+        target,
+        tgt_type,
+        "state.apply",
+        list(states),
+        {"test": test},
+        timeout,
+        batch,
+        out,
+        render_states,
+    )
+    ctx.exit(code)
+
+
+@state.command()
+@click.argument("target")
+@click.argument("states", nargs=-1, required=True)
+@_targeting
+@click.pass_context
+def show(
+    ctx: click.Context,
+    target: str,
+    states: tuple[str, ...],
+    tgt_type: str,
+    timeout: float,
+    out: str,
+) -> None:
+    """Print STATE ... rendered and validated for each minion, without applying anything."""
+    code = execute(
+        ctx,
+        target,
+        tgt_type,
+        "state.show",
+        list(states),
+        {},
+        timeout,
+        None,
+        "yaml" if out == "human" else out,
+    )
+    ctx.exit(code)
