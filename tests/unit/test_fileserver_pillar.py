@@ -1,0 +1,98 @@
+"""The master's file server refuses escapes; pillar is per minion and knows its secrets."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from master.fileserver import FileServer, FileServerError, clean_path
+from master.pillar import PillarCompiler, PillarError
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> Path:
+    root = tmp_path / "states"
+    (root / "chef").mkdir(parents=True)
+    (root / "chef" / "init.yaml").write_text("a: 1\n")
+    (tmp_path / "secret.txt").write_text("master-only")
+    os.symlink(tmp_path / "secret.txt", root / "leak")
+    return root
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../secret.txt",
+        "saline://../secret.txt",
+        "/etc/passwd",
+        "saline:///etc/passwd",
+        "chef/../../secret.txt",
+        "",
+        "a\0b",
+        "..\\secret.txt",
+    ],
+)
+def test_escapes_are_refused(roots: Path, path: str) -> None:
+    with pytest.raises(FileServerError, match="refused"):
+        FileServer([roots]).get(path)
+
+
+def test_symlink_out_of_the_root_is_refused(roots: Path) -> None:
+    with pytest.raises(FileServerError, match="symlink"):
+        FileServer([roots]).get("leak")
+
+
+def test_serves_with_hash_and_searches_roots_in_order(roots: Path, tmp_path: Path) -> None:
+    second = tmp_path / "more"
+    second.mkdir()
+    (second / "extra.yaml").write_text("b: 2\n")
+    (second / "chef").mkdir()
+    (second / "chef" / "init.yaml").write_text("shadowed\n")
+    server = FileServer([roots, second])
+    served = server.get("saline://chef/init.yaml")
+    assert served.data == b"a: 1\n" and served.path == "chef/init.yaml"
+    assert len(served.sha256) == 64
+    assert server.get("extra.yaml").data == b"b: 2\n"
+    with pytest.raises(FileServerError, match="no such file"):
+        server.get("nope.yaml")
+    assert str(clean_path("saline://a/b.yaml")) == "a/b.yaml"
+
+
+@pytest.fixture
+def pillar_root(tmp_path: Path) -> Path:
+    root = tmp_path / "pillar"
+    (root / "chef").mkdir(parents=True)
+    (root / "top.yaml").write_text(
+        "base:\n  '*': [common]\n  'G@role:backend': [chef.backend]\n  'fe1': [chef.fe1]\n"
+    )
+    (root / "common.yaml").write_text("cluster: {name: lab, members: 3}\n")
+    (root / "chef" / "backend.yaml").write_text(
+        "cluster: {role: '{{ grains.role }}'}\nsecrets:\n  db_password: !secret hunter2\n"
+    )
+    (root / "chef" / "fe1.yaml").write_text("frontend_secret: !secret only-fe1\n")
+    return root
+
+
+def test_pillar_is_compiled_per_minion_and_merged(pillar_root: Path) -> None:
+    compiler = PillarCompiler([pillar_root])
+    be, be_secrets = compiler.compile("be1", {"role": "backend"})
+    assert be == {
+        "cluster": {"name": "lab", "members": 3, "role": "backend"},
+        "secrets": {"db_password": "hunter2"},
+    }
+    assert be_secrets == {"hunter2"}
+    fe, fe_secrets = compiler.compile("fe1", {"role": "frontend"})
+    assert fe == {"cluster": {"name": "lab", "members": 3}, "frontend_secret": "only-fe1"}
+    assert fe_secrets == {"only-fe1"}
+    fe2, _ = compiler.compile("fe2", {"role": "frontend"})
+    assert "hunter2" not in repr(fe2) and "only-fe1" not in repr(fe2)
+
+
+def test_pillar_errors_name_the_file(pillar_root: Path) -> None:
+    (pillar_root / "common.yaml").write_text("cluster: [unclosed\n")
+    with pytest.raises(PillarError, match=r"common\.yaml:\d+: invalid YAML"):
+        PillarCompiler([pillar_root]).compile("be1", {"role": "backend"})
+
+
+def test_no_pillar_tree_is_an_empty_pillar(tmp_path: Path) -> None:
+    assert PillarCompiler([tmp_path / "none"]).compile("x", {}) == ({}, set())
