@@ -10,6 +10,25 @@ from saline.config import load_yaml_model, resolve_config_path
 from saline.wire import DEFAULT_MAX_FRAME
 
 
+class ScheduleEntry(BaseModel):
+    """One enforcement run: states (or the highstate) on a target, every N seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    target: str = "*"
+    tgt_type: str = Field(default="glob", pattern="^(glob|list|grain|compound)$")
+    #: state names; empty means the highstate (top.yaml)
+    states: list[str] = Field(default_factory=list)
+    #: test mode: report drift, change nothing
+    test: bool = False
+    every: float = Field(gt=0)
+    #: each minion waits a random 0..splay seconds before running
+    splay: float = Field(default=0.0, ge=0)
+    #: seconds a run may take on a minion (splay is added)
+    timeout: float = Field(default=300.0, gt=0)
+
+
 class MasterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +58,8 @@ class MasterConfig(BaseModel):
     file_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/states")])
     #: pillar trees (each with its own top.yaml)
     pillar_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/pillar")])
+    #: continuous enforcement runs
+    schedule: list[ScheduleEntry] = Field(default_factory=list)
 
     @property
     def client_socket(self) -> Path:

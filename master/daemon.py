@@ -14,11 +14,13 @@ import saline
 from master.bus import EventBus
 from master.clientapi import ClientApi
 from master.config import MasterConfig
+from master.drift import drift_of
 from master.fileserver import FileServer
 from master.handlers import HANDLERS, Batch, Peer, refusal
 from master.jobs import JobManager
 from master.pillar import PillarCompiler
 from master.presence import Presence
+from master.scheduler import Enforcer
 from master.stats import Refusals
 from master.store.sqlite import SqliteStore
 from master.zap import ZapHandler
@@ -163,6 +165,10 @@ class Master:
         )
         for record in fresh:
             self.jobs.returned(record)
+        drifts = [(r.minion, drift_of(r)) for r in fresh]
+        self.bus.publish_many(
+            [(f"saline/state/{m}/drift", data, m) for m, data in drifts if data is not None]
+        )
         acks: dict[bytes, list[str]] = {}
         for route, record in batch.returns:
             acks.setdefault(route, []).append(record.jid)
@@ -198,6 +204,8 @@ class Master:
         monitor = self.router.get_monitor_socket(_HANDSHAKE_FAILURES)
         api = ClientApi(self)
         await api.start()
+        enforcer = Enforcer(self)
+        enforcer.start()
         if self.config.auto_accept:
             log.warning("auto_accept is ON: every new minion key is trusted. Labs only!")
         loop = asyncio.get_running_loop()
@@ -227,6 +235,7 @@ class Master:
                 if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            enforcer.stop()
             for task in tasks:
                 task.cancel()
             asyncio.get_running_loop().remove_reader(self.sock.FD)

@@ -1,0 +1,71 @@
+"""Continuous enforcement: the ``schedule:`` of the master config, run with apscheduler.
+
+Each entry applies states (or the highstate) to a target every ``every`` seconds, in
+apply or test mode. ``splay`` spreads the minions: each waits a random part of it before
+running, so a thousand minions do not hit the disk and the master at once. Scheduled runs
+are ordinary jobs (user ``schedule``): ``saline jobs`` shows them, drift events follow.
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from master.config import ScheduleEntry
+from master.jobs import JobRequest
+from saline.errors import SalineError
+
+if TYPE_CHECKING:
+    from master.daemon import Master
+
+log = logging.getLogger(__name__)
+
+
+class Enforcer:
+    def __init__(self, master: "Master") -> None:
+        self.master = master
+        self.scheduler = AsyncIOScheduler()
+        self._running: set[asyncio.Task[object]] = set()
+
+    def start(self) -> None:
+        for entry in self.master.config.schedule:
+            self.scheduler.add_job(
+                self.fire,
+                IntervalTrigger(seconds=entry.every),
+                args=[entry],
+                id=entry.name,
+                max_instances=1,
+                coalesce=True,
+            )
+        if self.master.config.schedule:
+            self.scheduler.start()
+            log.info("schedule: %s", ", ".join(e.name for e in self.master.config.schedule))
+
+    async def fire(self, entry: ScheduleEntry) -> None:
+        """One scheduled run: a state job like any other, supervised to its end."""
+        request = JobRequest(
+            target=entry.target,
+            tgt_type=entry.tgt_type,
+            fun="state.apply",
+            args=list(entry.states),
+            kwargs={"test": entry.test, "splay": entry.splay},
+            timeout=entry.timeout + entry.splay,
+            batch=None,
+            user="schedule",
+        )
+        try:
+            job = self.master.jobs.start(request, self.master.inventory())
+        except SalineError as e:
+            log.error("schedule %s: %s", entry.name, e)
+            return
+        task = asyncio.create_task(self.master.jobs.supervise(job))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in self._running:
+            task.cancel()
