@@ -28,6 +28,7 @@ from minion.executor import execute
 from minion.grains import collect_grains, minion_id
 from minion.modules import registry
 from minion.modules.base import Context
+from minion.modules.state import preload as preload_states
 from minion.services.select import select_provider
 from minion.spool import ReturnSpool
 from saline.codec import decode_from_master, encode
@@ -201,6 +202,11 @@ class Minion:
         match msg:
             case Job():
                 log.info("job %s: %s", msg.jid, msg.fun)
+                if msg.fun.startswith("state."):
+                    try:  # once: later state jobs fork with the engine already loaded
+                        preload_states()
+                    except Exception:  # the job's child reports the import error itself
+                        log.exception("could not preload the state engine")
                 task = asyncio.create_task(self.run_job(msg))
                 self._jobs.add(task)
                 task.add_done_callback(self._jobs.discard)

@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from minion.modules import cmd, file, grains, service, test
+from minion.modules import cmd, file, grains, service, state, test
 from minion.modules import sys as sys_module
 
 MODULES: dict[str, ModuleType] = {
@@ -14,6 +14,7 @@ MODULES: dict[str, ModuleType] = {
     "grains": grains,
     "sys": sys_module,
     "service": service,
+    "state": state,
 }
 
 
