@@ -195,3 +195,23 @@ def test_scheduled_enforcement_repairs_drift(fresh_lab: Lab, tmp_path: Path) -> 
     assert drifts[-1]["data"]["states"][0]["name"] == str(target)
     jobs = json.loads(saline(lab, "jobs", "list", "--out", "json").stdout)
     assert any(j["user"] == "schedule" and j["fun"] == "state.apply" for j in jobs)
+
+
+def test_show_renders_without_applying(fresh_lab: Lab, tmp_path: Path) -> None:
+    lab = fresh_lab
+    node = tmp_path / "node"
+    node.mkdir()
+    write(
+        lab.directory / "states" / "shown.yaml",
+        f"""\
+        {node}/shown-{{{{ grains.role }}}}:
+          file.managed:
+            - contents: hello
+        """,
+    )
+    proc = saline(lab, "state", "show", "fe1", "shown", "--out", "json")
+    assert proc.returncode == 0, proc.stderr
+    [chunk] = json.loads(proc.stdout)["returns"]["fe1"]["return"]
+    assert chunk["id"] == f"{node}/shown-frontend"
+    assert (chunk["module"], chunk["function"]) == ("file", "managed")
+    assert not list(node.iterdir()), "show applies nothing"
