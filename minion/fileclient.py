@@ -29,9 +29,16 @@ class CachedFileClient:
     def __init__(self, channel: MasterChannel, cache_dir: Path) -> None:
         self.channel = channel
         self.cache_dir = cache_dir
+        #: files already fetched in this job: fifty states sharing a template ask once
+        self._fetched: dict[PurePosixPath, bytes] = {}
 
     def get(self, url: str) -> bytes:
         relative = _relative(url)
+        if relative not in self._fetched:
+            self._fetched[relative] = self._fetch(relative)
+        return self._fetched[relative]
+
+    def _fetch(self, relative: PurePosixPath) -> bytes:
         cached = self.cache_dir / relative
         have = None
         with contextlib.suppress(OSError):

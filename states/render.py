@@ -5,6 +5,7 @@ misspelt ``pillar.foo`` into an error naming it instead of an empty string. Valu
 grains and pillar are data in the context: they are never rendered as template source.
 """
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,13 +21,19 @@ _ENV = SandboxedEnvironment(
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _compile(source: str) -> jinja2.Template:
+    # fifty states rendering one template compile it once
+    return _ENV.from_string(source)
+
+
 def render_jinja(source: str, *, name: str, context: Mapping[str, Any]) -> str:
     """Render ``source`` (called ``name`` in errors) with ``context``.
 
     :raises StateError: ``name:line: message`` for syntax errors and undefined values.
     """
     try:
-        return _ENV.from_string(source).render(**context)
+        return _compile(source).render(**context)
     except jinja2.TemplateSyntaxError as e:
         raise StateError(f"{name}:{e.lineno}: template syntax error: {e.message}") from e
     except jinja2.UndefinedError as e:
