@@ -30,14 +30,26 @@ class FakeChannel:
 
 def test_unchanged_files_are_not_sent_again(tmp_path: Path) -> None:
     channel = FakeChannel({"web/app.conf": b"x" * 1000})
-    client = CachedFileClient(channel, tmp_path / "cache")
-    assert client.get("saline://web/app.conf") == b"x" * 1000
-    assert client.get("saline://web/app.conf") == b"x" * 1000
-    assert channel.sent_bytes == 1000, "the second get moved no content"
+    cache = tmp_path / "cache"
+
+    def job() -> CachedFileClient:  # each job has its own client over the shared cache
+        return CachedFileClient(channel, cache)
+
+    assert job().get("saline://web/app.conf") == b"x" * 1000
+    assert job().get("saline://web/app.conf") == b"x" * 1000
+    assert channel.sent_bytes == 1000, "the second job moved no content"
     assert channel.asked[1]["have"] == hashlib.sha256(b"x" * 1000).hexdigest()
     channel.files["web/app.conf"] = b"changed"
-    assert client.get("saline://web/app.conf") == b"changed"
+    assert job().get("saline://web/app.conf") == b"changed"
     assert channel.sent_bytes == 1007
+
+
+def test_a_job_asks_for_a_file_once(tmp_path: Path) -> None:
+    channel = FakeChannel({"t.j2": b"{{ x }}"})
+    client = CachedFileClient(channel, tmp_path)
+    for _ in range(50):
+        assert client.get("saline://t.j2") == b"{{ x }}"
+    assert len(channel.asked) == 1
 
 
 @pytest.mark.parametrize("url", ["saline://../x", "saline:///etc/passwd", "saline://"])
