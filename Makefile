@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python tests/bench/fanout.py --minions 5000 --runs 5 --json bench-fanout-5000.json
 	$(BIN)/python tests/bench/minion_rss.py --json bench-minion-rss.json
 	$(BIN)/python tests/bench/cli.py --json bench-cli.json
+	$(BIN)/python tests/bench/highstate.py --json bench-highstate.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
