@@ -63,6 +63,7 @@ def state() -> None:
 @click.argument("target")
 @click.argument("states", nargs=-1)
 @click.option("--test", is_flag=True, help="change nothing; report what would change")
+@click.option("--failhard", is_flag=True, help="stop at the first failed state")
 @click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
 @_targeting
 @click.pass_context
@@ -71,6 +72,7 @@ def apply(
     target: str,
     states: tuple[str, ...],
     test: bool,
+    failhard: bool,
     batch: int | None,
     tgt_type: str,
     timeout: float,
@@ -83,7 +85,7 @@ def apply(
         tgt_type,
         "state.apply",
         list(states),
-        {"test": test},
+        {"test": test, "failhard": failhard},
         timeout,
         batch,
         out,
