@@ -42,9 +42,40 @@ def restart(ctx: Context, name: str) -> dict[str, Any]:
     return ctx.services.restart(name).as_dict()
 
 
+def reload(ctx: Context, name: str) -> dict[str, Any]:
+    """Make a running service re-read its configuration (systemd reload; SIGHUP for the
+    supervisor); start it when stopped. Return its status.
+
+    Args:
+        name: service to reload.
+    """
+    return ctx.services.reload(name).as_dict()
+
+
+def enable(ctx: Context, name: str) -> dict[str, Any]:
+    """Start a service at boot (systemd); return its status.
+
+    Args:
+        name: service to enable.
+    """
+    return ctx.services.enable(name).as_dict()
+
+
+def disable(ctx: Context, name: str) -> dict[str, Any]:
+    """Do not start a service at boot (systemd); return its status.
+
+    Args:
+        name: service to disable.
+    """
+    return ctx.services.disable(name).as_dict()
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "status": status,
     "start": start,
     "stop": stop,
     "restart": restart,
+    "reload": reload,
+    "enable": enable,
+    "disable": disable,
 }

@@ -41,3 +41,19 @@ class ServiceProvider(ABC):
     def restart(self, service: str) -> ServiceStatus:
         self.stop(service)
         return self.start(service)
+
+    def reload(self, service: str) -> ServiceStatus:
+        """Ask a running service to re-read its configuration (default: restart it)."""
+        return self.restart(service)
+
+    def enable(self, service: str) -> ServiceStatus:
+        """Start the service at boot. Providers without boot management refuse."""
+        from minion.modules.base import ExecutionError
+
+        raise ExecutionError(f"the {self.name} provider does not manage boot enablement")
+
+    def disable(self, service: str) -> ServiceStatus:
+        """Do not start the service at boot. Providers without boot management refuse."""
+        from minion.modules.base import ExecutionError
+
+        raise ExecutionError(f"the {self.name} provider does not manage boot enablement")

@@ -165,6 +165,14 @@ class SupervisorProvider(ServiceProvider):
 
     # -- ServiceProvider -------------------------------------------------------------------
 
+    def reload(self, service: str) -> ServiceStatus:
+        """SIGHUP to a running service (the usual "re-read your config"); start it if stopped."""
+        current = self.status(service)
+        if not current.running or current.pid is None:
+            return self.start(service)
+        self._signal(current.pid, None, signal.SIGHUP)
+        return self.status(service)
+
     def status(self, service: str) -> ServiceStatus:
         spec = self._spec(service)
         pid = self._read_pid(service)

@@ -98,3 +98,12 @@ class SystemdProvider(ServiceProvider):
 
     def restart(self, service: str) -> ServiceStatus:
         return self._act("restart", service)
+
+    def reload(self, service: str) -> ServiceStatus:
+        return self._act("reload", service)
+
+    def enable(self, service: str) -> ServiceStatus:
+        return self._act("enable", service)
+
+    def disable(self, service: str) -> ServiceStatus:
+        return self._act("disable", service)

@@ -350,3 +350,35 @@ def test_systemd_timeout_and_missing_binary(
         missing.status("nginx")
     with pytest.raises(ExecutionError, match="invalid unit name"):
         prov.status("")
+
+
+def test_reload_sends_sighup_and_keeps_the_process(tmp_path: Path, state_dir: Path) -> None:
+    ready, hup = tmp_path / "ready", tmp_path / "hup"
+    code = textwrap.dedent(
+        f"""
+        import pathlib, signal, time
+        signal.signal(signal.SIGHUP, lambda *a: pathlib.Path({str(hup)!r}).write_text("hup"))
+        pathlib.Path({str(ready)!r}).write_text("ready")
+        while True:
+            time.sleep(0.05)
+        """
+    )
+    provider = SupervisorProvider(
+        {"hupper": ServiceSpec(argv=[sys.executable, "-c", code])}, state_dir
+    )
+    try:
+        started = provider.reload("hupper")  # stopped: reload starts it
+        assert started.running and started.pid is not None
+        assert wait_for(ready.exists), "the service installed its SIGHUP handler"
+        reloaded = provider.reload("hupper")
+        assert wait_for(hup.exists), "the service got SIGHUP"
+        assert reloaded.pid == started.pid == provider.status("hupper").pid, "same process"
+    finally:
+        provider.stop("hupper")
+
+
+def test_supervisor_does_not_manage_boot(provider: SupervisorProvider) -> None:
+    with pytest.raises(ExecutionError, match="boot"):
+        provider.enable("sleeper")
+    with pytest.raises(ExecutionError, match="boot"):
+        provider.disable("sleeper")
