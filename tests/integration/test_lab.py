@@ -20,7 +20,11 @@ def test_lab_ids_are_stable_and_readable() -> None:
 
 def test_status_up_twice_and_down_stops_only_its_own(tmp_path: Path) -> None:
     lab = Lab(tmp_path / "lab")
+    (lab.directory / "states").mkdir(parents=True)
+    (lab.directory / "states" / "mine.yaml").write_text("kept: {test.nop: []}\n")
     lab.up(3)
+    assert (lab.directory / "states" / "mine.yaml").read_text() == "kept: {test.nop: []}\n"
+    assert (lab.directory / "pillar").is_dir() and (lab.directory / "reactors").is_dir()
     decoy = subprocess.Popen(["sleep", "300"])
     real_fe1 = lab.state["minions"]["fe1"]["pid"]
     try:
