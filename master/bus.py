@@ -7,7 +7,7 @@ loses events (counted on the subscription), never the bus or the store.
 import asyncio
 import fnmatch
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from master.store.base import EventRecord, Store
@@ -35,13 +35,20 @@ class EventBus:
 
     def publish_many(self, events: list[tuple[str, dict[str, Any], str | None]]) -> None:
         """Store a batch of (tag, data, minion) in one transaction, then fan it out."""
-        if not events:
-            return
         now = time.time()
-        saved = self.store.save_events([EventRecord(t, d, m, now) for t, d, m in events])
+        self.publish_records([EventRecord(t, d, m, now) for t, d, m in events])
+
+    def publish_records(self, events: list[EventRecord]) -> list[EventRecord]:
+        """Store ready-made records (ts, minion, chain fields set) in one transaction, then
+        fan them out; returns them with ``seq`` set."""
+        if not events:
+            return []
+        now = time.time()
+        saved = self.store.save_events([e if e.ts else replace(e, ts=now) for e in events])
         for event in saved:
             for sub in self.subscriptions:
                 sub.offer(event)
+        return saved
 
     def publish(self, tag: str, data: dict[str, Any], minion: str | None = None) -> None:
         self.publish_many([(tag, data, minion)])

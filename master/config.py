@@ -60,6 +60,18 @@ class MasterConfig(BaseModel):
     pillar_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/pillar")])
     #: continuous enforcement runs
     schedule: list[ScheduleEntry] = Field(default_factory=list)
+    #: tag globs a minion may fire events under; {id} is its authenticated id
+    minion_event_tags: list[str] = Field(
+        default_factory=lambda: [
+            "saline/beacon/{id}/*",
+            "chef/backend/{id}/*",
+            "chef/frontend/{id}/*",
+            "minion/{id}/*",
+        ]
+    )
+    #: events per second a minion may send (sustained), and its burst allowance
+    minion_event_rate: float = Field(default=50.0, gt=0)
+    minion_event_burst: float = Field(default=500.0, ge=1)
 
     @property
     def client_socket(self) -> Path:

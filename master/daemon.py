@@ -17,6 +17,7 @@ from master.config import MasterConfig
 from master.drift import drift_of
 from master.fileserver import FileServer
 from master.handlers import HANDLERS, Batch, Peer, refusal
+from master.intake import EventIntake
 from master.jobs import JobManager
 from master.pillar import PillarCompiler
 from master.presence import Presence
@@ -58,6 +59,9 @@ class Master:
         }
         self.fileserver = FileServer(config.file_roots)
         self.pillar = PillarCompiler(config.pillar_roots)
+        self.intake = EventIntake(
+            config.minion_event_tags, config.minion_event_rate, config.minion_event_burst
+        )
         self.jobs = JobManager(self.store, self.bus, self.presence, self.send_job)
         self.router: zmq.asyncio.Socket | None = None
         #: the same socket without pyzmq's asyncio layer (5x cheaper per message); every
@@ -111,16 +115,16 @@ class Master:
                     frames_batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
                 except zmq.Again:
                     break
-            batch = Batch(returns=[])
+            batch = Batch()
             for frames in frames_batch:
                 try:
                     self._handle(frames, batch)
                 except Exception:  # one bad frame must never stop the master
                     self.refusals.count("handler_error")
                     log.exception("error handling a minion frame")
-            if batch.returns:
+            if batch.returns or batch.event_acks:
                 try:
-                    self._commit_returns(batch)
+                    self._commit(batch)
                 except Exception:  # not acknowledged: the minions resend, nothing is lost
                     self.refusals.count("store_error")
                     log.exception("could not store a batch of %d returns", len(batch.returns))
@@ -147,9 +151,10 @@ class Master:
             return
         handler(self, peer, msg, batch)
 
-    def _commit_returns(self, batch: Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         """Persist, publish, account, and only then acknowledge (a crash before the ack
         makes the minion resend; the (jid, minion) key makes the resend harmless)."""
+        self.bus.publish_records(batch.events)
         records = [r for _, r in batch.returns]
         new = self.store.save_returns(records)
         fresh = [r for r, is_new in zip(records, new, strict=True) if is_new]
@@ -169,11 +174,13 @@ class Master:
         self.bus.publish_many(
             [(f"saline/state/{m}/drift", data, m) for m, data in drifts if data is not None]
         )
-        acks: dict[bytes, list[str]] = {}
+        acks: dict[bytes, Ack] = {}
         for route, record in batch.returns:
-            acks.setdefault(route, []).append(record.jid)
-        for route, jids in acks.items():
-            self.reply(route, Ack(jids=jids))
+            acks.setdefault(route, Ack()).jids.append(record.jid)
+        for route, eid in batch.event_acks:
+            acks.setdefault(route, Ack()).events.append(eid)
+        for route, ack in acks.items():
+            self.reply(route, ack)
 
     # -- housekeeping ------------------------------------------------------------------
 

@@ -11,16 +11,17 @@ Only the kinds listed in ``HANDLERS`` are reachable, and only under their policy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from master.fileserver import FileServerError
-from master.store.base import MinionRecord, ReturnRecord
+from master.store.base import EventRecord, MinionRecord, ReturnRecord
 from saline.errors import KeyRingError, SalineError
 from saline.keys import KeyEntry, KeyState
 from saline.protocol import (
     Bye,
+    Event,
     FileReply,
     FileRequest,
     Heartbeat,
@@ -65,7 +66,10 @@ class Peer:
 class Batch:
     """What one pass over the socket collected; committed together (one transaction)."""
 
-    returns: list[tuple[bytes, ReturnRecord]]
+    returns: list[tuple[bytes, ReturnRecord]] = field(default_factory=list)
+    #: events to store, and the (route, eid) of every event to acknowledge
+    events: list[EventRecord] = field(default_factory=list)
+    event_acks: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
@@ -134,6 +138,25 @@ def on_return(master: "Master", peer: Peer, msg: Return, batch: Batch) -> None:
     batch.returns.append((peer.route, record))
 
 
+def on_event(master: "Master", peer: Peer, msg: Event, batch: Batch) -> None:
+    """Stamp the authenticated id, check namespace, rate and resends; queue for storing."""
+    batch.event_acks.append((peer.route, msg.eid))
+    intake = master.intake
+    if not intake.allowed(msg.id, msg.tag):
+        master.refusals.count("event_tag", f"{msg.id} may not fire {msg.tag[:80]!r}")
+        return
+    admitted, first_drop = intake.admit(msg.id)
+    if not admitted:
+        master.refusals.count("event_rate", f"{msg.id} over its event rate")
+        if first_drop:
+            data = {"rate": intake.rate, "burst": intake.burst}
+            batch.events.append(EventRecord(f"saline/minion/{msg.id}/rate_limited", data, None, 0))
+        return
+    if intake.duplicate(msg.id, msg.eid):
+        return
+    batch.events.append(EventRecord(msg.tag, msg.data, msg.id, msg.ts or time.time()))
+
+
 def on_file_request(master: "Master", peer: Peer, msg: FileRequest, batch: Batch) -> None:
     try:
         served = master.fileserver.get(msg.path)
@@ -168,6 +191,7 @@ HANDLERS: dict[str, tuple[Policy, Handler]] = {
     "hello": (Policy.ANY_KEY, on_hello),
     "heartbeat": (Policy.MINION, on_heartbeat),
     "return": (Policy.MINION, on_return),
+    "event": (Policy.MINION, on_event),
     "file_request": (Policy.MINION, on_file_request),
     "pillar_request": (Policy.MINION, on_pillar_request),
     "bye": (Policy.MINION, on_bye),

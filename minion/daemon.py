@@ -30,13 +30,14 @@ from minion.modules import registry
 from minion.modules.base import Context
 from minion.modules.state import preload as preload_states
 from minion.services.select import select_provider
-from minion.spool import ReturnSpool
+from minion.spool import event_spool, return_spool
 from saline.codec import decode_from_master, encode
 from saline.errors import KeyRingError, ProtocolError
 from saline.keys import check_public_key, fingerprint, is_public_key, load_or_create_keypair
 from saline.protocol import (
     Ack,
     Bye,
+    Event,
     FileReply,
     FileRequest,
     Heartbeat,
@@ -110,7 +111,9 @@ class Minion:
             services=select_provider(config),
             functions=registry(),
         )
-        self.spool = ReturnSpool(config.cachedir / "spool", config.max_frame_bytes)
+        self.spool = return_spool(config.cachedir / "spool", config.max_frame_bytes)
+        self.events = event_spool(config.cachedir / "spool" / "events", config.max_frame_bytes)
+        self._event_ids = itertools.count()
         self.state = LinkState.CONNECTING
         self.sock: zmq.asyncio.Socket | None = None
         self._sent_at: dict[str, float] = {}
@@ -148,10 +151,24 @@ class Minion:
         self.send(ret)
 
     def flush_spool(self, older_than: float = 0.0) -> None:
+        """(Re)send spooled returns and events not acknowledged for ``older_than`` seconds."""
         now = time.monotonic()
         for ret in self.spool.pending():
             if now - self._sent_at.get(ret.jid, 0.0) >= older_than:
                 self._send_return(ret)
+        for event in self.events.pending():
+            if now - self._sent_at.get(event.eid, 0.0) >= older_than:
+                self._sent_at[event.eid] = now
+                self.send(event)
+
+    def fire_event(self, tag: str, data: dict[str, Any]) -> None:
+        """Spool an event and send it now if the master is there (else on reconnect)."""
+        eid = f"{time.time_ns():020d}-{next(self._event_ids)}"  # sorts by time
+        event = Event(id=self.id, eid=eid, tag=tag, data=data, ts=time.time())
+        self.events.put(event)
+        if self.state is LinkState.READY:
+            self._sent_at[eid] = time.monotonic()
+            self.send(event)
 
     async def run_job(self, job: Job) -> None:
         timeout = min(job.timeout, self.config.max_function_timeout)
@@ -218,6 +235,9 @@ class Minion:
                 for jid in msg.jids:
                     self.spool.remove(jid)
                     self._sent_at.pop(jid, None)
+                for eid in msg.events:
+                    self.events.remove(eid)
+                    self._sent_at.pop(eid, None)
             case Rehello():
                 self.hello()
             case Pending():

@@ -61,6 +61,22 @@ class Return(_Message):
     duration_ms: float = 0.0
 
 
+class Event(_Message):
+    """Something a minion observed (a beacon edge) or was asked to announce.
+
+    The master stamps the authenticated minion id; tags outside the minion's allowed
+    namespaces are refused. Spooled on the minion until acknowledged.
+    """
+
+    kind: Literal["event"] = "event"
+    id: str = Field(pattern=MINION_ID_PATTERN)
+    #: minion-unique and time-ordered; the master drops resends of an id it stored
+    eid: str = Field(pattern=r"^[0-9A-Za-z_.-]{1,64}$")
+    tag: str = Field(min_length=1, max_length=256)
+    data: dict[str, Any] = Field(default_factory=dict)
+    ts: float = 0.0
+
+
 class FileRequest(_Message):
     """Ask the master's file server for ``saline://path`` (on behalf of a running job)."""
 
@@ -154,20 +170,24 @@ class PillarReply(_Message):
 
 
 class Ack(_Message):
-    """The master stored these returns; the minion may drop them from its spool."""
+    """The master stored these returns and events; the minion may drop them from its spool."""
 
     kind: Literal["ack"] = "ack"
-    jids: list[str]
+    jids: list[str] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
 
 
 MinionMessage = Annotated[
-    Hello | Heartbeat | Return | FileRequest | PillarRequest | Bye, Field(discriminator="kind")
+    Hello | Heartbeat | Return | Event | FileRequest | PillarRequest | Bye,
+    Field(discriminator="kind"),
 ]
 MasterMessage = Annotated[
     Welcome | Pending | Refused | Rehello | Job | Ack | FileReply | PillarReply,
     Field(discriminator="kind"),
 ]
-MINION_KINDS = frozenset({"hello", "heartbeat", "return", "file_request", "pillar_request", "bye"})
+MINION_KINDS = frozenset(
+    {"hello", "heartbeat", "return", "event", "file_request", "pillar_request", "bye"}
+)
 MASTER_KINDS = frozenset(
     {"welcome", "pending", "refused", "rehello", "job", "ack", "file_reply", "pillar_reply"}
 )

@@ -55,6 +55,12 @@ class EventRecord:
     ts: float
     #: assigned by the store on save; None before
     seq: int | None = None
+    #: seq of the event whose reaction caused this one (loop protection, audit)
+    cause: int | None = None
+    #: length of the reaction chain that led here: 0 for events from minions and operators
+    depth: int = 0
+    #: the reactor rule whose action caused this event
+    rule: str | None = None
 
 
 @dataclass(frozen=True)

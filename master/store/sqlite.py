@@ -32,7 +32,7 @@ from master.store.base import (
     Store,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 # Executed one by one in a transaction (executescript would commit implicitly).
@@ -66,13 +66,22 @@ _SCHEMA = (
         tag TEXT NOT NULL,
         data BLOB NOT NULL,
         minion TEXT,
-        ts REAL NOT NULL
+        ts REAL NOT NULL,
+        cause INTEGER,
+        depth INTEGER NOT NULL DEFAULT 0,
+        rule TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS minions (
         id TEXT PRIMARY KEY,
         grains BLOB NOT NULL,
         last_seen REAL NOT NULL
     )""",
+)
+
+_TO_V2 = (
+    "ALTER TABLE events ADD COLUMN cause INTEGER",
+    "ALTER TABLE events ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE events ADD COLUMN rule TEXT",
 )
 
 # Full statements as literals (no SQL is built from strings at run time).
@@ -147,8 +156,17 @@ def _return_from_row(row: tuple[Any, ...]) -> ReturnRecord:
 
 
 def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
-    seq, tag, data, minion, ts = row
-    return EventRecord(tag=tag, data=_unpack(data), minion=minion, ts=ts, seq=seq)
+    seq, tag, data, minion, ts, cause, depth, rule = row
+    return EventRecord(
+        tag=tag,
+        data=_unpack(data),
+        minion=minion,
+        ts=ts,
+        seq=seq,
+        cause=cause,
+        depth=depth,
+        rule=rule,
+    )
 
 
 class SqliteStore(Store):
@@ -209,6 +227,9 @@ class SqliteStore(Store):
                 )
             if version == SCHEMA_VERSION:
                 return
+            if version == 1:  # 2 adds the reaction chain of events
+                for statement in _TO_V2:
+                    self._conn.execute(statement)
             for statement in _SCHEMA:
                 self._conn.execute(statement)
             # PRAGMA takes no parameters; the value is our own integer constant.
@@ -322,12 +343,14 @@ class SqliteStore(Store):
         """
         if not events:
             return []
-        rows = [(e.tag, _pack(e.data), e.minion, e.ts) for e in events]
+        rows = [(e.tag, _pack(e.data), e.minion, e.ts, e.cause, e.depth, e.rule) for e in events]
         saved: list[EventRecord] = []
         with self._transaction() as conn:
             for event, row in zip(events, rows, strict=True):
                 cur = conn.execute(
-                    "INSERT INTO events (tag, data, minion, ts) VALUES (?,?,?,?)", row
+                    "INSERT INTO events (tag, data, minion, ts, cause, depth, rule)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    row,
                 )
                 saved.append(dataclasses.replace(event, seq=cur.lastrowid))
         return saved
@@ -335,7 +358,8 @@ class SqliteStore(Store):
     def events_since(self, seq: int = 0, limit: int = 1000) -> list[EventRecord]:
         """At most ``limit`` events with seq > ``seq``, oldest first."""
         rows = self._conn.execute(
-            "SELECT seq, tag, data, minion, ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, tag, data, minion, ts, cause, depth, rule FROM events"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         ).fetchall()
         return [_event_from_row(row) for row in rows]

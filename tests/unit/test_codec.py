@@ -19,6 +19,7 @@ from saline.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Bye,
+    Event,
     FileReply,
     FileRequest,
     Heartbeat,
@@ -52,6 +53,9 @@ MINION_SAMPLES: list[BaseModel] = [
     Bye(id="be2"),
     FileRequest(id="be1", req=7, path="chef_backend/init.yaml", have="ab" * 32),
     PillarRequest(id="fe1", req=8),
+    Event(
+        id="be2", eid="00000001-1", tag="saline/beacon/be2/service/stopped", data={"name": "etcd"}
+    ),
 ]
 MASTER_SAMPLES: list[BaseModel] = [
     Welcome(id="be1", master_version="0.1.0"),
@@ -68,6 +72,7 @@ MASTER_SAMPLES: list[BaseModel] = [
     Job(jid="j2", fun="test.ping"),
     Ack(jids=["j1", "j2"]),
     Ack(jids=[]),
+    Ack(events=["00000001-1"]),
     FileReply(req=7, path="top.yaml", sha256="cd" * 32, data=b"base: {}\n"),
     FileReply(req=7, path="../etc/passwd", error="path escapes the file roots"),
     PillarReply(req=8, pillar={"secrets": {"pw": "x"}}, secrets=["x"]),
