@@ -88,6 +88,11 @@ class StatusRequest(_Request):
     pass
 
 
+class FireRequest(_Request):
+    tag: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:@/*+-]+$")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 Write = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -101,6 +106,7 @@ class ClientApi:
             "job_show": (Role.ACL, JobShowRequest, self.op_job_show),
             "events": (Role.ACL, EventsRequest, self.op_events),
             "status": (Role.ACL, StatusRequest, self.op_status),
+            "fire": (Role.ADMIN, FireRequest, self.op_fire),
         }
 
     # -- socket ------------------------------------------------------------------------
@@ -284,6 +290,14 @@ class ClientApi:
                 await write(_event_message(await sub.queue.get()))
         finally:
             self.master.bus.unsubscribe(sub)
+
+    async def op_fire(self, caller: Caller, req: FireRequest, write: Write) -> None:
+        if req.tag.startswith(("saline/job/", "saline/key/")):
+            await write({"type": "error", "message": f"tag {req.tag!r} is reserved for the master"})
+            return
+        [event] = self.master.bus.publish_records([EventRecord(req.tag, req.data, None, 0)])
+        log.info("event %s (seq %s) fired by %s", event.tag, event.seq, caller.user)
+        await write({"type": "result", "seq": event.seq, "tag": event.tag})
 
     async def op_status(self, caller: Caller, req: StatusRequest, write: Write) -> None:
         master = self.master

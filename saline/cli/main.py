@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "state": ("saline.cli.state:state", "apply or show declarative states"),
     "jobs": ("saline.cli.jobs:jobs", "list and show stored jobs"),
     "events": ("saline.cli.events:events", "stream events from the master's bus"),
+    "fire": ("saline.cli.fire:fire", "put an event on the master's bus"),
     "status": ("saline.cli.status:status", "minions online, keys, refusal counters"),
     "lab": ("saline.cli.lab:lab", "a local lab: a master and minions on loopback"),
 }
