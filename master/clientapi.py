@@ -88,6 +88,21 @@ class StatusRequest(_Request):
     pass
 
 
+class ReactorHistoryRequest(_Request):
+    limit: int = Field(default=50, ge=1, le=10_000)
+    rule: str | None = Field(default=None, max_length=128)
+
+
+class ReactionRequest(_Request):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class OrchestrateRequest(_Request):
+    runbook: str = Field(min_length=1, max_length=256)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    test: bool = False
+
+
 class FireRequest(_Request):
     tag: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:@/*+-]+$")
     data: dict[str, Any] = Field(default_factory=dict)
@@ -107,6 +122,14 @@ class ClientApi:
             "events": (Role.ACL, EventsRequest, self.op_events),
             "status": (Role.ACL, StatusRequest, self.op_status),
             "fire": (Role.ADMIN, FireRequest, self.op_fire),
+            "reactor_list": (Role.ACL, StatusRequest, self.op_reactor_list),
+            "reactor_history": (Role.ACL, ReactorHistoryRequest, self.op_reactor_history),
+            "reactor_pause": (Role.ADMIN, StatusRequest, self.op_reactor_pause),
+            "reactor_resume": (Role.ADMIN, StatusRequest, self.op_reactor_resume),
+            "reactor_reload": (Role.ADMIN, StatusRequest, self.op_reactor_reload),
+            "reactor_approve": (Role.ADMIN, ReactionRequest, self.op_reactor_approve),
+            "reactor_reject": (Role.ADMIN, ReactionRequest, self.op_reactor_reject),
+            "orchestrate": (Role.ADMIN, OrchestrateRequest, self.op_orchestrate),
         }
 
     # -- socket ------------------------------------------------------------------------
@@ -298,6 +321,52 @@ class ClientApi:
         [event] = self.master.bus.publish_records([EventRecord(req.tag, req.data, None, 0)])
         log.info("event %s (seq %s) fired by %s", event.tag, event.seq, caller.user)
         await write({"type": "result", "seq": event.seq, "tag": event.tag})
+
+    async def op_reactor_list(self, caller: Caller, req: StatusRequest, write: Write) -> None:
+        reactor = self.master.reactor
+        rules = [r.model_dump(mode="json") for r in reactor.rules]
+        state = reactor.state
+        await write(
+            {
+                "type": "result",
+                "paused": state.paused,
+                "rules": rules,
+                "in_flight": sorted(state.in_flight),
+                "awaiting": sorted(state.awaiting),
+            }
+        )
+
+    async def op_reactor_history(
+        self, caller: Caller, req: ReactorHistoryRequest, write: Write
+    ) -> None:
+        rows = self.master.reactor.audit.history(req.limit, req.rule)
+        await write({"type": "result", "history": [vars(r) for r in rows]})
+
+    async def op_reactor_pause(self, caller: Caller, req: StatusRequest, write: Write) -> None:
+        self.master.reactor.pause(True)
+        log.warning("reactor paused by %s", caller.user)
+        await write({"type": "result", "paused": True})
+
+    async def op_reactor_resume(self, caller: Caller, req: StatusRequest, write: Write) -> None:
+        self.master.reactor.pause(False)
+        log.warning("reactor resumed by %s", caller.user)
+        await write({"type": "result", "paused": False})
+
+    async def op_reactor_reload(self, caller: Caller, req: StatusRequest, write: Write) -> None:
+        await write({"type": "result", "message": self.master.reactor.reload()})
+
+    async def op_reactor_approve(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
+        decision = self.master.reactor.approve(req.id, caller.user)
+        await write(
+            {"type": "result", "verdict": decision.verdict.value, "reason": decision.reason}
+        )
+
+    async def op_reactor_reject(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
+        await write({"type": "result", "message": self.master.reactor.reject(req.id, caller.user)})
+
+    async def op_orchestrate(self, caller: Caller, req: OrchestrateRequest, write: Write) -> None:
+        result = await self.master.reactor.orchestrate(req.runbook, req.vars, req.test, caller.user)
+        await write({"type": "result", **result})
 
     async def op_status(self, caller: Caller, req: StatusRequest, write: Write) -> None:
         master = self.master

@@ -69,6 +69,12 @@ class MasterConfig(BaseModel):
             "minion/{id}/*",
         ]
     )
+    #: the operator's reactor rule directories (saline's own, reactors/rules/, load first)
+    reactor_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/saline/reactors")])
+    #: orchestration runbook libraries (``saline orchestrate NAME``)
+    runbook_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/runbooks")])
+    #: a reaction chain deeper than this is cut and escalated
+    reactor_max_depth: int = Field(default=3, ge=1)
     #: events per second a minion may send (sustained), and its burst allowance
     minion_event_rate: float = Field(default=50.0, gt=0)
     minion_event_burst: float = Field(default=500.0, ge=1)

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any
 
 import zmq
@@ -21,8 +22,10 @@ from master.intake import EventIntake
 from master.jobs import JobManager
 from master.pillar import PillarCompiler
 from master.presence import Presence
+from master.reactor import Reactor
 from master.scheduler import Enforcer
 from master.stats import Refusals
+from master.store.base import EventRecord
 from master.store.sqlite import SqliteStore
 from master.zap import ZapHandler
 from saline.codec import decode_from_minion, encode
@@ -63,6 +66,7 @@ class Master:
             config.minion_event_tags, config.minion_event_rate, config.minion_event_burst
         )
         self.jobs = JobManager(self.store, self.bus, self.presence, self.send_job)
+        self.reactor = Reactor(self)  # a bad rule file stops the start, naming file and line
         self.router: zmq.asyncio.Socket | None = None
         #: the same socket without pyzmq's asyncio layer (5x cheaper per message); every
         #: send and receive goes through it, followed by a readiness check (see _readable)
@@ -158,22 +162,27 @@ class Master:
         records = [r for _, r in batch.returns]
         new = self.store.save_returns(records)
         fresh = [r for r, is_new in zip(records, new, strict=True) if is_new]
-        self.bus.publish_many(
-            [
-                (
-                    f"saline/job/{r.jid}/ret/{r.minion}",
-                    {"fun": r.fun, "success": r.success, "retcode": r.retcode},
-                    r.minion,
-                )
-                for r in fresh
-            ]
-        )
+        now = time.time()
+        chains = self.jobs.chains
+        outgoing = [
+            EventRecord(
+                f"saline/job/{r.jid}/ret/{r.minion}",
+                {"fun": r.fun, "success": r.success, "retcode": r.retcode},
+                r.minion,
+                now,
+                None,
+                *chains.get(r.jid, (None, 0, None)),
+            )
+            for r in fresh
+        ]
         for record in fresh:
             self.jobs.returned(record)
-        drifts = [(r.minion, drift_of(r)) for r in fresh]
-        self.bus.publish_many(
-            [(f"saline/state/{m}/drift", data, m) for m, data in drifts if data is not None]
-        )
+            drift = drift_of(record)
+            if drift is not None:
+                chain = chains.get(record.jid, (None, 0, None))
+                tag = f"saline/state/{record.minion}/drift"
+                outgoing.append(EventRecord(tag, drift, record.minion, now, None, *chain))
+        self.bus.publish_records(outgoing)
         acks: dict[bytes, Ack] = {}
         for route, record in batch.returns:
             acks.setdefault(route, Ack()).jids.append(record.jid)
@@ -225,6 +234,7 @@ class Master:
                 self._receive_loop(),
                 self._presence_loop(),
                 self._monitor_loop(monitor),
+                self.reactor.run(),
             )
         ]
         log.info(
@@ -243,6 +253,7 @@ class Master:
                     raise task.exception()  # type: ignore[misc]
         finally:
             enforcer.stop()
+            self.reactor.stop()
             for task in tasks:
                 task.cancel()
             asyncio.get_running_loop().remove_reader(self.sock.FD)

@@ -104,6 +104,9 @@ class JobManager:
         self.presence = presence
         self.sender = sender
         self.active: dict[str, ActiveJob] = {}
+        #: jid -> (causing event seq, chain depth, rule) of jobs a reaction started; their
+        #: return and drift events carry it (loop protection sees through jobs)
+        self.chains: dict[str, tuple[int | None, int, str | None]] = {}
 
     def start(self, request: JobRequest, inventory: Mapping[str, Mapping[str, Any]]) -> ActiveJob:
         """Match, persist and dispatch a job. ``inventory`` maps accepted ids to their grains.

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from minion.beacons.config import BeaconsConfig
 from saline.config import load_yaml_model, resolve_config_path
 from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
@@ -55,6 +56,8 @@ class MinionConfig(BaseModel):
     service_provider: Literal["auto", "systemd", "supervisor"] = "auto"
     #: services known to the supervisor provider
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    #: beacons run inside the minion: instance name -> {beacon, interval, reassert, params}
+    beacons: BeaconsConfig = Field(default_factory=dict)
 
 
 def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:

@@ -22,6 +22,8 @@ from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 import saline
+from minion.beacons.base import BeaconContext
+from minion.beacons.runner import BeaconRunner
 from minion.channel import ChannelError
 from minion.config import MinionConfig
 from minion.executor import execute
@@ -29,6 +31,7 @@ from minion.grains import collect_grains, minion_id
 from minion.modules import registry
 from minion.modules.base import Context
 from minion.modules.state import preload as preload_states
+from minion.plugins import load_beacons, load_modules
 from minion.services.select import select_provider
 from minion.spool import event_spool, return_spool
 from saline.codec import decode_from_master, encode
@@ -104,12 +107,16 @@ class Minion:
         self.master_pub = master_public_key(config)
         self.keypair = load_or_create_keypair(config.pki_dir, "minion")
         self.grains = collect_grains(config, self.id)
+        services = select_provider(config)
         self.ctx = Context(
             minion_id=self.id,
             config=config,
             grains=self.grains,
-            services=select_provider(config),
-            functions=registry(),
+            services=services,
+            functions=registry(load_modules()),  # plugins too; a broken one stops the start
+        )
+        self.beacons = BeaconRunner(
+            config.beacons, BeaconContext(self.id, services), self.emit_beacon, load_beacons()
         )
         self.spool = return_spool(config.cachedir / "spool", config.max_frame_bytes)
         self.events = event_spool(config.cachedir / "spool" / "events", config.max_frame_bytes)
@@ -160,6 +167,9 @@ class Minion:
             if now - self._sent_at.get(event.eid, 0.0) >= older_than:
                 self._sent_at[event.eid] = now
                 self.send(event)
+
+    def emit_beacon(self, suffix: str, data: dict[str, Any]) -> None:
+        self.fire_event(f"saline/beacon/{self.id}/{suffix}", data)
 
     def fire_event(self, tag: str, data: dict[str, Any]) -> None:
         """Spool an event and send it now if the master is there (else on reconnect)."""
@@ -299,7 +309,12 @@ class Minion:
             loop.add_signal_handler(sig, self.stopping.set)
         tasks = [
             asyncio.create_task(c)
-            for c in (self._receive_loop(), self._timer_loop(), self._monitor_loop(monitor))
+            for c in (
+                self._receive_loop(),
+                self._timer_loop(),
+                self._monitor_loop(monitor),
+                self.beacons.run(),
+            )
         ]
         log.info(
             "minion %s connecting to %s (key %s)",

@@ -18,10 +18,10 @@ MODULES: dict[str, ModuleType] = {
 }
 
 
-def registry() -> dict[str, Callable[..., Any]]:
+def registry(modules: Mapping[str, ModuleType] = MODULES) -> dict[str, Callable[..., Any]]:
     """Return every execution function by full name ("test.ping" -> function)."""
     functions: dict[str, Callable[..., Any]] = {}
-    for module_name, module in MODULES.items():
+    for module_name, module in modules.items():
         table: dict[str, Callable[..., Any]] = module.FUNCTIONS
         for short, fn in table.items():
             functions[f"{module_name}.{short}"] = fn

@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("saline.cli.key:key", "manage minion keys (list, accept, reject, ...)"),
     "run": ("saline.cli.run:run", "run an execution function on targeted minions"),
     "state": ("saline.cli.state:state", "apply or show declarative states"),
+    "orchestrate": ("saline.cli.orchestrate:orchestrate", "run an orchestration runbook"),
+    "reactor": ("saline.cli.reactor:reactor", "reactor rules, history, pause/resume, approve"),
     "jobs": ("saline.cli.jobs:jobs", "list and show stored jobs"),
     "events": ("saline.cli.events:events", "stream events from the master's bus"),
     "fire": ("saline.cli.fire:fire", "put an event on the master's bus"),

@@ -105,7 +105,7 @@ class Lab:
 
     def write_layout(self, count: int, port: int, extra_minion: dict[str, Any] | None) -> None:
         d = ensure_dir(self.directory)
-        for sub in ("states", "pillar", "reactors", "logs"):
+        for sub in ("states", "pillar", "reactors", "runbooks", "logs"):
             (d / sub).mkdir(exist_ok=True)  # files an operator put there are kept
         master_dir = d / "master"
         pki = ensure_dir(master_dir / "pki")
@@ -123,6 +123,8 @@ class Lab:
             "job_timeout": 10.0,
             "file_roots": [str(d / "states")],
             "pillar_roots": [str(d / "pillar")],
+            "reactor_dirs": [str(d / "reactors")],
+            "runbook_roots": [str(d / "runbooks")],
         }
         self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
         minions: dict[str, Any] = {}

@@ -1,0 +1,406 @@
+"""Runbooks as typed data: ordered orchestration steps across targets (Salt's orchestrate).
+
+A runbook file is YAML with a ``name``, default ``vars`` and ``steps``. Each step has exactly
+one of ``run`` (an execution function), ``state`` (``state.apply``) or ``wait_for`` (poll a
+function until a condition holds on every targeted minion), plus optional ``name``, ``batch``,
+``failhard`` (default true) and ``when``. :func:`load_runbook` parses and validates a file;
+every error is a :class:`RunbookError` naming ``file:line`` and the field. :func:`render_steps`
+renders the template strings of every step with ``vars`` before anything runs, so an
+undefined name stops the runbook before its first side effect.
+
+Templates and expressions run in an immutable sandboxed Jinja environment with
+``StrictUndefined``. Rendering is by value: a rendered string is never parsed again as YAML or
+as a template, so a caller-supplied var cannot add structure or code to a step.
+"""
+
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jinja2
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from saline.errors import SalineError, TargetError
+from saline.targeting import compile_target
+
+__all__ = [
+    "RunSpec",
+    "Runbook",
+    "RunbookError",
+    "StateSpec",
+    "Step",
+    "StepKind",
+    "WaitForSpec",
+    "evaluate",
+    "find_runbook",
+    "load_runbook",
+    "render_steps",
+]
+
+#: seconds a ``run`` or ``state`` job waits for each minion unless the step says otherwise
+DEFAULT_JOB_TIMEOUT = 300.0
+#: seconds each ``wait_for`` poll waits for returns (capped by the time left)
+DEFAULT_POLL_TIMEOUT = 10.0
+RUNBOOK_SUFFIX = ".yaml"
+
+StepKind = Literal["run", "state", "wait_for"]
+STEP_KINDS: tuple[StepKind, ...] = ("run", "state", "wait_for")
+#: the fields of a step's spec whose strings are templates; ``condition`` and ``when`` are
+#: expressions evaluated at run time, never rendered
+_TEMPLATED = ("target", "function", "args", "kwargs", "states")
+# a library name: slash-separated words; no dots, so no "..", no suffix, nothing absolute
+_NAME_RE = re.compile(r"\w[\w-]*(/\w[\w-]*)*")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+#: what a template or expression over user data may raise; all are reported, none escape
+_RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
+class RunbookError(SalineError):
+    """A runbook is missing, unparsable, invalid or fails to render (names file, line, field)."""
+
+
+@functools.lru_cache(maxsize=512)
+def _template(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
+
+
+@functools.lru_cache(maxsize=512)
+def _expression(source: str) -> Callable[..., Any]:
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+def _jinja_message(e: Exception) -> str:
+    if isinstance(e, jinja2.TemplateSyntaxError):
+        return f"syntax error: {e.message}"
+    if isinstance(e, jinja2.UndefinedError):
+        return f"undefined: {e.message}"
+    return f"{type(e).__name__}: {e}"
+
+
+def evaluate(expression: str, context: Mapping[str, Any]) -> bool:
+    """The truth of a sandboxed Jinja ``expression`` over ``context``.
+
+    :raises RunbookError: for a syntax error, an undefined name or a failing operation.
+    """
+    try:
+        return bool(_expression(expression)(**context))
+    except _RENDER_ERRORS as e:
+        raise RunbookError(f"{expression!r}: {_jinja_message(e)}") from e
+
+
+def _check_expression(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            _expression(value)
+        except jinja2.TemplateSyntaxError as e:
+            raise ValueError(f"invalid expression {value!r}: {e.message}") from None
+    return value
+
+
+def _duration(value: Any) -> Any:
+    """Seconds from a number or a string like ``500ms``, ``2s``, ``5m``, ``1h``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and (match := _DURATION_RE.fullmatch(value.strip())):
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    raise ValueError(f"expected a duration like 2s, 500ms or 5m, got {value!r}")
+
+
+#: seconds, written as a number or as ``2s`` / ``500ms`` / ``5m`` / ``1h``
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Targeted(_Model):
+    #: target expression; a template over ``vars``
+    target: str = Field(min_length=1)
+    tgt_type: Literal["glob", "list", "grain", "compound"] = "glob"
+
+
+class RunSpec(_Targeted):
+    """``run``: call an execution function on the target."""
+
+    function: str = Field(min_length=1)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    #: seconds to wait for each minion's return
+    timeout: Duration = DEFAULT_JOB_TIMEOUT
+
+
+class StateSpec(_Targeted):
+    """``state``: ``state.apply`` the named states on the target."""
+
+    states: list[str] = Field(min_length=1)
+    timeout: Duration = DEFAULT_JOB_TIMEOUT
+
+
+class WaitForSpec(_Targeted):
+    """``wait_for``: poll a function until ``condition`` holds for every targeted minion."""
+
+    function: str = Field(min_length=1)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    #: expression over ``ret`` (one minion's return), ``minion`` and ``vars``
+    condition: str = Field(min_length=1)
+    interval: Duration = 5.0
+    #: give up this long after the first poll
+    timeout: Duration = 300.0
+    poll_timeout: Duration = DEFAULT_POLL_TIMEOUT
+
+    _condition = field_validator("condition")(_check_expression)
+
+
+class Step(_Model):
+    """One step: exactly one of ``run``, ``state`` or ``wait_for``."""
+
+    #: unique in the runbook; defaults to ``step N`` (1-based); never rendered
+    name: str = ""
+    run: RunSpec | None = None
+    state: StateSpec | None = None
+    wait_for: WaitForSpec | None = None
+    #: minions per batch, in sorted id order; none: all at once
+    batch: int | None = Field(default=None, ge=1)
+    #: a failed step (or batch) stops the runbook
+    failhard: bool = True
+    #: expression over ``vars``, ``steps`` (results so far, by name) and ``test``; false skips
+    when: str | None = None
+
+    _when = field_validator("when")(_check_expression)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Step":
+        kinds = [kind for kind in STEP_KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            found = f" (found {', '.join(kinds)})" if kinds else ""
+            raise ValueError(f"a step needs exactly one of run, state, wait_for{found}")
+        if self.wait_for is not None and self.batch is not None:
+            raise ValueError("batch does not apply to wait_for")
+        return self
+
+    @property
+    def kind(self) -> StepKind:
+        return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def spec(self) -> RunSpec | StateSpec | WaitForSpec:
+        spec: RunSpec | StateSpec | WaitForSpec | None = self.run or self.state or self.wait_for
+        assert spec is not None  # guaranteed by _one_kind
+        return spec
+
+
+class Runbook(_Model):
+    """A validated runbook. Build it with :func:`load_runbook` to get file:line in errors."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    #: defaults; callers' vars override them key by key (shallow merge)
+    vars: dict[str, Any] = {}
+    steps: list[Step] = Field(min_length=1)
+    _source: str = PrivateAttr(default="<runbook>")
+    _lines: tuple[int | None, ...] = PrivateAttr(default=())
+
+    @field_validator("steps")
+    @classmethod
+    def _names(cls, steps: list[Step]) -> list[Step]:
+        named = [
+            step if step.name else step.model_copy(update={"name": f"step {number}"})
+            for number, step in enumerate(steps, 1)
+        ]
+        seen: dict[str, int] = {}
+        for index, step in enumerate(named):
+            if step.name in seen:
+                raise ValueError(
+                    f"duplicate step name {step.name!r} (steps[{seen[step.name]}] and "
+                    f"steps[{index}])"
+                )
+            seen[step.name] = index
+        return named
+
+    def where(self, index: int) -> str:
+        """``file:line`` of step ``index`` (just the file when the line is unknown)."""
+        line = self._lines[index] if index < len(self._lines) else None
+        return f"{self._source}:{line}" if line else self._source
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == part), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return text or "(top)"
+
+
+def load_runbook(source: Path | str, name: str | None = None) -> Runbook:
+    """Parse and validate a runbook from a file (a :class:`Path`) or from YAML text (a ``str``).
+
+    ``name`` is the runbook's name when the YAML has no ``name:`` (a file defaults to its
+    stem) and labels errors for text (files are labelled by their path).
+
+    :raises RunbookError: ``file:line: field: message`` for the first problem found, including
+        template syntax errors.
+    """
+    if isinstance(source, Path):
+        label = str(source)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunbookError(f"{source}: cannot read runbook: {e}") from e
+        default_name = name or source.stem
+    else:
+        text, label, default_name = source, name or "<runbook>", name or ""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise RunbookError(f"{label}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    if not isinstance(data, dict):
+        raise RunbookError(f"{label}:1: a runbook must be a mapping with name, vars and steps")
+    if default_name:
+        data.setdefault("name", default_name)
+    try:
+        runbook = Runbook.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        line_no = _line_of(node, loc)
+        where = f"{label}:{line_no}" if line_no else label
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise RunbookError(f"{where}: {_field(loc)}: {msg}{more}") from e
+    runbook._source = label
+    runbook._lines = tuple(_line_of(node, ("steps", i)) for i in range(len(runbook.steps)))
+    _check_templates(runbook)
+    return runbook
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string inside ``value`` (lists and mapping values), with its field path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+
+
+def _templated(step: Step) -> Iterator[tuple[str, str]]:
+    for key in _TEMPLATED:
+        if key in type(step.spec).model_fields:
+            yield from _strings(getattr(step.spec, key), f"{step.kind}.{key}")
+
+
+def _check_templates(runbook: Runbook) -> None:
+    for index, step in enumerate(runbook.steps):
+        for path, text in _templated(step):
+            try:
+                _template(text)
+            except jinja2.TemplateSyntaxError as e:
+                raise RunbookError(
+                    f"{runbook.where(index)}: step {step.name!r}: {path}: {_jinja_message(e)}"
+                ) from e
+
+
+def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
+    """``value`` with every string rendered; :raises RunbookError: ``path: message``."""
+    if isinstance(value, str):
+        try:
+            return _template(value).render(context)
+        except _RENDER_ERRORS as e:
+            raise RunbookError(f"{path}: {_jinja_message(e)}") from e
+    if isinstance(value, list):
+        return [_render(item, context, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {key: _render(item, context, f"{path}.{key}") for key, item in value.items()}
+    return value
+
+
+def render_steps(runbook: Runbook, vars: Mapping[str, Any]) -> list[Step]:
+    """The runbook's steps with every template string rendered over ``vars``, targets checked.
+
+    :raises RunbookError: ``file:line: step 'name': field: message`` for an undefined name, a
+        template error or a rendered target that does not parse.
+    """
+    context = {"vars": vars}
+    return [_render_step(runbook, i, step, context) for i, step in enumerate(runbook.steps)]
+
+
+def _render_step(runbook: Runbook, index: int, step: Step, context: Mapping[str, Any]) -> Step:
+    spec = step.spec
+    where = f"{runbook.where(index)}: step {step.name!r}"
+    update: dict[str, Any] = {}
+    try:
+        for key in _TEMPLATED:
+            if key in type(spec).model_fields:
+                update[key] = _render(getattr(spec, key), context, f"{step.kind}.{key}")
+    except RunbookError as e:
+        raise RunbookError(f"{where}: {e}") from e
+    rendered = spec.model_copy(update=update)
+    try:
+        compile_target(rendered.target, rendered.tgt_type)
+    except TargetError as e:
+        raise RunbookError(f"{where}: {step.kind}.target: {e}") from e
+    return step.model_copy(update={step.kind: rendered})
+
+
+def find_runbook(name: str, roots: list[Path]) -> Path:
+    """The file of library runbook ``name``, from the first root that has it.
+
+    ``chef_ha/refollow`` is ``<root>/chef_ha/refollow.yaml``.
+
+    Names are slash-separated words (letters, digits, ``_``, ``-``): ``..``, absolute paths and
+    suffixes are refused, as is a file whose real path leaves its root (a symlink out).
+
+    :raises RunbookError: for a refused name or when no root has the runbook.
+    """
+    if not _NAME_RE.fullmatch(name):
+        raise RunbookError(
+            f"invalid runbook name {name!r}: expected words separated by '/', like chef_ha/refollow"
+        )
+    for root in roots:
+        candidate = root / f"{name}{RUNBOOK_SUFFIX}"
+        if not candidate.is_file():
+            continue
+        if not candidate.resolve().is_relative_to(root.resolve()):
+            raise RunbookError(f"runbook {name!r}: {candidate} leads outside {root}")
+        return candidate
+    searched = ", ".join(str(root) for root in roots) or "(no roots)"
+    raise RunbookError(f"no runbook {name!r} in {searched}")
