@@ -44,7 +44,10 @@ class EventIntake:
         bucket.stamp = now
         if bucket.tokens >= 1:
             bucket.tokens -= 1
-            bucket.limited = False
+            # an episode ends when the minion is well under its rate again, not at the
+            # first token that trickles back in (one "rate_limited" event per flood)
+            if bucket.tokens >= self.burst / 2:
+                bucket.limited = False
             return True, False
         first = not bucket.limited
         bucket.limited = True
