@@ -340,7 +340,9 @@ class ClientApi:
         self, caller: Caller, req: ReactorHistoryRequest, write: Write
     ) -> None:
         rows = self.master.reactor.audit.history(req.limit, req.rule)
-        history = [{**vars(r), "progress": {str(k): v for k, v in r.progress.items()}} for r in rows]
+        history = [
+            {**vars(r), "progress": {str(k): v for k, v in r.progress.items()}} for r in rows
+        ]
         await write({"type": "result", "history": history})
 
     async def op_reactor_pause(self, caller: Caller, req: StatusRequest, write: Write) -> None:
