@@ -8,7 +8,9 @@ twice. Jobs and events a reaction causes carry the causing event and the chain d
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -85,12 +87,30 @@ class MasterJobRunner:
         return match_minions(target, tgt_type, self.master.inventory())
 
 
+class RuleIndex:
+    """Which rules' ``on`` glob matches a tag: globs compiled once per load, answers cached
+    per tag (beacon tags repeat), so a hundred rules cost one dict lookup per event."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self._globs = [(re.compile(fnmatch.translate(r.on)).match, r) for r in rules]
+        self._cache: dict[str, list[Rule]] = {}
+
+    def matching(self, tag: str) -> list[Rule]:
+        hit = self._cache.get(tag)
+        if hit is None:
+            if len(self._cache) > 10_000:  # job tags are unique: keep the cache bounded
+                self._cache.clear()
+            hit = self._cache[tag] = [rule for match, rule in self._globs if match(tag)]
+        return hit
+
+
 class Reactor:
     def __init__(self, master: "Master") -> None:
         self.master = master
         config = master.config
         self.dirs = [SHIPPED_RULES, *config.reactor_dirs]
         self.rules: list[Rule] = load_rules([d for d in self.dirs if d.is_dir()])
+        self.index = RuleIndex(self.rules)
         self.audit = ReactionStore(config.store_path)
         self.state = ReactorState.model_validate(self.audit.load_state() or {})
         #: minion -> beacon (and beacon:key) -> latest observation: the cluster view
@@ -105,7 +125,7 @@ class Reactor:
             rules = load_rules([d for d in self.dirs if d.is_dir()])
         except RuleError as e:
             raise RuleError(f"kept the {len(self.rules)} loaded rules: {e}") from e
-        self.rules = rules
+        self.rules, self.index = rules, RuleIndex(rules)
         return f"loaded {len(rules)} rules"
 
     def pause(self, paused: bool) -> None:
@@ -183,9 +203,11 @@ class Reactor:
         depth = self.master.config.reactor_max_depth
         for record in events:
             self.observe(record)
-            event = _as_event(record)
+            matching = self.index.matching(record.tag)
+            if not matching:
+                continue
             for decision in evaluate(
-                event, self.rules, view, self.state, time.time(), max_chain_depth=depth
+                _as_event(record), matching, view, self.state, time.time(), max_chain_depth=depth
             ):
                 decisions.append((decision, record))
         if decisions:
