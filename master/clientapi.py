@@ -381,6 +381,16 @@ class ClientApi:
                 "keys": keys,
                 "refusals": master.refusals.as_dict(),
                 "active_jobs": len(master.jobs.active),
+                # the cluster view: latest state per minion and beacon
+                "observations": {
+                    minion: {b: o.get("state") for b, o in seen.items() if ":" not in b}
+                    for minion, seen in master.reactor.observations.items()
+                },
+                "reactor": {
+                    "paused": master.reactor.state.paused,
+                    "in_flight": sorted(master.reactor.state.in_flight),
+                    "awaiting_approval": sorted(master.reactor.state.awaiting),
+                },
             }
         )
 

@@ -24,6 +24,15 @@ def status(ctx: click.Context, out: str) -> None:
     pending = result["keys"]["pending"]
     click.echo(f"pending keys ({len(pending)}): {', '.join(pending) or '-'}")
     click.echo(f"active jobs: {result['active_jobs']}")
+    reactor = result["reactor"]
+    click.echo(
+        f"reactor: {'PAUSED' if reactor['paused'] else 'active'}, "
+        f"{len(reactor['in_flight'])} remediation(s) in flight, "
+        f"awaiting approval: {', '.join(reactor['awaiting_approval']) or '-'}"
+    )
+    for minion, beacons in sorted(result["observations"].items()):
+        states = ", ".join(f"{b}={s}" for b, s in sorted(beacons.items()))
+        click.echo(f"  {minion}: {states}")
     refusals = result["refusals"]
     if refusals:
         click.echo("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(refusals.items())))

@@ -314,3 +314,13 @@ def test_master_killed_mid_reaction_completes_once(fresh_lab: Lab) -> None:
     wait_for(lambda: history(lab, "slow-fix")[0]["outcome"] == "ok", 30, "completed")
     assert len(jobs_of(lab, "reactor:slow-fix")) == 1, "the job was not sent twice"
     assert len(events(lab, "test/slow-done")) == 1, "the rest ran exactly once"
+
+
+def test_status_shows_the_cluster_view(beacon_lab: Lab) -> None:
+    lab = beacon_lab
+    wait_for(lambda: status(lab)["observations"].get("be2", {}).get("service"), 20, "seen")
+    report = status(lab)
+    assert report["observations"]["be2"]["service"] in ("running", "stopped")
+    assert report["reactor"]["paused"] is False
+    proc = saline(lab, "status")
+    assert proc.returncode == 0 and "be2: service=" in proc.stdout
