@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python tests/bench/minion_rss.py --json bench-minion-rss.json
 	$(BIN)/python tests/bench/cli.py --json bench-cli.json
 	$(BIN)/python tests/bench/highstate.py --json bench-highstate.json
+	$(BIN)/python tests/bench/reactor.py --json bench-reactor.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
