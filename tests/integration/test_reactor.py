@@ -324,3 +324,39 @@ def test_status_shows_the_cluster_view(beacon_lab: Lab) -> None:
     assert report["reactor"]["paused"] is False
     proc = saline(lab, "status")
     assert proc.returncode == 0 and "be2: service=" in proc.stdout
+
+
+def test_orchestrate_batches_and_stops_at_the_first_failed_batch(lab: Lab, tmp_path: Path) -> None:
+    log = tmp_path / "order"
+    script = f"echo $SALINE_MINION_ID >> {log}; test $SALINE_MINION_ID != {{{{ vars.fail_on }}}}"
+    book = lab.directory / "runbooks" / "rollout.yaml"
+    book.parent.mkdir(exist_ok=True)
+    book.write_text(
+        textwrap.dedent(
+            f"""\
+            name: rollout
+            vars: {{fail_on: none}}
+            steps:
+              - name: one at a time
+                run:
+                  target: "*"
+                  function: cmd.run
+                  args: ['{script}']
+                  kwargs: {{shell: true}}
+                batch: 1
+              - name: after
+                run: {{target: be1, function: test.ping}}
+            """
+        )
+    )
+    proc = saline(lab, "orchestrate", "rollout")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert log.read_text().split() == ["be1", "be2", "fe1", "fe2"], "sorted, one at a time"
+    log.unlink()
+    proc = saline(lab, "orchestrate", "rollout", "--var", "fail_on=be2", "--out", "json")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert log.read_text().split() == ["be1", "be2"], "no batch after the failed one"
+    assert result["stopped_at"] == "one at a time" and result["not_started"] == ["after"]
+    proc = saline(lab, "orchestrate", "rollout", "--test")
+    assert proc.returncode == 0 and not log.read_text().split()[2:], "test mode runs nothing"
