@@ -403,4 +403,7 @@ def _event_message(event: EventRecord) -> dict[str, Any]:
         "data": event.data,
         "minion": event.minion,
         "ts": event.ts,
+        "cause": event.cause,
+        "depth": event.depth,
+        "rule": event.rule,
     }

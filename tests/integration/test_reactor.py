@@ -360,3 +360,31 @@ def test_orchestrate_batches_and_stops_at_the_first_failed_batch(lab: Lab, tmp_p
     assert result["stopped_at"] == "one at a time" and result["not_started"] == ["after"]
     proc = saline(lab, "orchestrate", "rollout", "--test")
     assert proc.returncode == 0 and not log.read_text().split()[2:], "test mode runs nothing"
+
+
+def test_master_side_check_across_minions(lab: Lab) -> None:
+    """A rule over the cluster view: frontends disagreeing is decided on the master."""
+    rules(
+        lab,
+        "crossnode",
+        """\
+        - name: frontends-disagree
+          on: saline/beacon/*/miglevel/*
+          when: >-
+            view.values('G@role:frontend', 'miglevel', 'sha256').values()
+            | unique | list | length > 1
+          do:
+            - fire: {tag: chef/frontend/migration_level/drift, data: {seen: "{{ event.tag }}"}}
+          cooldown: 0
+        """,
+    )
+    reload(lab)
+    fire(lab, "saline/beacon/fe1/miglevel/ok", {"key": "level", "sha256": "aaa"})
+    fire(lab, "saline/beacon/fe2/miglevel/ok", {"key": "level", "sha256": "aaa"})
+    wait_for(lambda: len(history(lab, "frontends-disagree")) == 2, 10, "decided")
+    assert all(r["verdict"] == "skip" for r in history(lab, "frontends-disagree"))
+    fire(lab, "saline/beacon/fe2/miglevel/ok", {"key": "level", "sha256": "bbb"})
+    wait_for(lambda: events(lab, "chef/frontend/migration_level/drift"), 10, "drift fired")
+    [drift] = events(lab, "chef/frontend/migration_level/drift")
+    assert drift["data"] == {"seen": "saline/beacon/fe2/miglevel/ok"}
+    assert drift["depth"] == 1 and drift["rule"] == "frontends-disagree", "the chain is stamped"
