@@ -260,6 +260,7 @@ def test_bad_rule_file_keeps_the_old_rules(lab: Lab) -> None:
 def test_minion_event_namespaces_and_rate_limit(lab: Lab) -> None:
     public, secret = zmq.curve_keypair()
     KeyRing(lab.directory / "master" / "pki").add("noisy", public.decode(), KeyState.ACCEPTED)
+    wait_for(lambda: "noisy" in status(lab)["keys"]["accepted"], 10, "the master knows the key")
     ctx: zmq.Context[Any] = zmq.Context()
     dealer = Dealer(ctx, lab, public, secret).connect()
     try:
