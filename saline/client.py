@@ -41,6 +41,12 @@ class MasterClient:
         try:
             self._sock.sendall(frame({"v": API_VERSION, "op": op, **fields}))
         except OSError as e:
+            # the master may have refused us and closed: its reason is waiting to be read
+            try:
+                self.receive()
+            except ClientError as refused:
+                if "connection to the master lost" not in str(refused):
+                    raise refused from e
             raise ClientError(f"connection to the master lost: {e.strerror or e}") from e
 
     def _read_exact(self, n: int) -> bytes:

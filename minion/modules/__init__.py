@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from minion.modules import cmd, file, grains, service, state, test
+from minion.modules import chef_backend, chef_server, cmd, file, grains, service, state, test
 from minion.modules import sys as sys_module
 
 MODULES: dict[str, ModuleType] = {
@@ -15,6 +15,8 @@ MODULES: dict[str, ModuleType] = {
     "sys": sys_module,
     "service": service,
     "state": state,
+    "chef_backend": chef_backend,
+    "chef_server": chef_server,
 }
 
 

@@ -1,0 +1,234 @@
+"""chef_backend.*: inspect and drive the Chef Backend (HA) cluster through ``chef-backend-ctl``.
+
+The tool is ``chef-backend-ctl`` from PATH unless ``SALINE_CHEF_BACKEND_CTL`` names another
+executable (the lab points it at a shim). Commands run as argv lists, never through a shell.
+"""
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from minion.modules import cmd
+from minion.modules.base import Context, ExecutionError, Outcome
+
+TOOL_ENV = "SALINE_CHEF_BACKEND_CTL"
+DEFAULT_TOOL = "chef-backend-ctl"
+
+#: services every backend node runs; one missing from ``status`` makes the node unhealthy
+EXPECTED_SERVICES = ("elasticsearch", "etcd", "leaderl", "postgresql")
+
+_HEADER = re.compile(r"^Service\s+Local Status\s+Time in State\s+Distributed Node Status\s*$")
+_ROW = re.compile(
+    r"^(?P<service>[A-Za-z0-9_.-]+)\s+"
+    r"(?P<local>[a-z]+)(?:\s+\(pid (?P<pid>\d+)\))?\s+"
+    r"(?P<time>\d+[dhms](?: \d+[dhms])*)"
+    r"(?:\s+(?P<dist>\S.*?))?\s*$"
+)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _tool() -> str:
+    return os.environ.get(TOOL_ENV) or DEFAULT_TOOL
+
+
+def _run(ctx: Context, args: list[str], timeout: float) -> Outcome:
+    return cmd.run(ctx, [_tool(), *args], timeout=timeout)
+
+
+def _seconds(text: str) -> int:
+    return sum(int(part[:-1]) * _UNIT_SECONDS[part[-1]] for part in text.split())
+
+
+def _parse_distributed(text: str, line: str) -> dict[str, Any]:
+    pairs: dict[str, Any] = {}
+    for item in text.split(";"):
+        key, sep, value = item.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ExecutionError(
+                f"cannot parse distributed status {item.strip()!r} in status line: {line!r}"
+            )
+        name = re.sub(r"\s+", "_", key.lower())
+        pairs[name] = int(value) if value.isascii() and value.isdigit() else value
+    return pairs
+
+
+def _distributed_problems(service: str, dist: dict[str, Any]) -> list[str]:
+    """Reasons the cluster-wide view of a service is not nominal (empty when it is)."""
+    want: dict[str, Any]
+    if service == "elasticsearch":
+        want = {"state": "green"}
+    elif service == "etcd":
+        want = {"health": "green"}
+    elif service == "leaderl":
+        want = {"leader": 1, "waiting": 0}
+    elif service == "postgresql":
+        want = {"leader": 1, "offline": 0, "syncing": 0}
+    else:
+        want = {}
+    problems = []
+    for key, expected in want.items():
+        if key not in dist:
+            problems.append(f"{service}: no {key} in distributed status")
+        elif dist[key] != expected:
+            problems.append(f"{service}: {key} is {dist[key]!r}, want {expected!r}")
+    return problems
+
+
+def parse_status(text: str) -> dict[str, Any]:
+    """Parse ``chef-backend-ctl status`` output (pure; no command is run).
+
+    Returns ``{"healthy": bool, "problems": [str], "services": {name: {"local", "pid",
+    "time_in_state", "seconds", "distributed", "healthy"}}}``. ``healthy`` is true when every
+    expected service is present and running and its distributed status is nominal
+    (elasticsearch state green; etcd health green; leaderl leader 1, waiting 0; postgresql
+    leader 1, offline 0, syncing 0). ``problems`` says why not, one sentence per reason.
+
+    :raises ExecutionError: no header, or a line that is not a service row (named in the
+        message), or no service at all.
+    """
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ExecutionError("empty chef-backend-ctl status output")
+    if not _HEADER.match(lines[0].strip()):
+        raise ExecutionError(f"unexpected chef-backend-ctl status header line: {lines[0]!r}")
+    services: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for line in lines[1:]:
+        match = _ROW.match(line.strip())
+        if match is None:
+            raise ExecutionError(f"cannot parse chef-backend-ctl status line: {line!r}")
+        name = match["service"]
+        if name in services:
+            raise ExecutionError(f"service {name!r} listed twice in status line: {line!r}")
+        dist = _parse_distributed(match["dist"], line) if match["dist"] else {}
+        reasons = [] if match["local"] == "running" else [f"{name}: local status {match['local']}"]
+        reasons += _distributed_problems(name, dist)
+        services[name] = {
+            "local": match["local"],
+            "pid": int(match["pid"]) if match["pid"] else None,
+            "time_in_state": match["time"],
+            "seconds": _seconds(match["time"]),
+            "distributed": dist,
+            "healthy": not reasons,
+        }
+        problems += reasons
+    if not services:
+        raise ExecutionError("chef-backend-ctl status listed no services")
+    problems += [f"{name}: not listed" for name in EXPECTED_SERVICES if name not in services]
+    return {"healthy": not problems, "problems": problems, "services": services}
+
+
+def status(ctx: Context, timeout: float = 60) -> dict[str, Any]:
+    """Return the parsed ``chef-backend-ctl status`` table and whether the cluster is healthy.
+
+    See ``parse_status`` for the shape. A non-zero exit is tolerated when the table parses
+    (the tool may exit non-zero while a service is down).
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    outcome = _run(ctx, ["status"], timeout)
+    try:
+        return parse_status(outcome.value["stdout"])
+    except ExecutionError as exc:
+        if outcome.retcode != 0:
+            stderr = outcome.value["stderr"].strip()
+            raise ExecutionError(
+                f"chef-backend-ctl status exited {outcome.retcode}: {stderr or exc}"
+            ) from exc
+        raise
+
+
+def cluster_status(ctx: Context, timeout: float = 60) -> Any:
+    """Return the parsed JSON of ``chef-backend-ctl cluster-status --json``.
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    outcome = _run(ctx, ["cluster-status", "--json"], timeout)
+    if outcome.retcode != 0:
+        stderr = outcome.value["stderr"].strip()
+        raise ExecutionError(f"chef-backend-ctl cluster-status exited {outcome.retcode}: {stderr}")
+    try:
+        return json.loads(outcome.value["stdout"])
+    except ValueError as exc:
+        raise ExecutionError(
+            f"chef-backend-ctl cluster-status --json: invalid JSON: {exc}"
+        ) from exc
+
+
+def reconfigure(ctx: Context, timeout: float = 1800) -> Outcome:
+    """Run ``chef-backend-ctl reconfigure``; return its stdout, stderr and retcode.
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    return _run(ctx, ["reconfigure"], timeout)
+
+
+def _is_hostname(name: str) -> bool:
+    labels = name.removesuffix(".").split(".")
+    # An all-numeric last label is a mistyped IP address (10.0.0.256), not a name (RFC 3696).
+    return (
+        len(name) <= 253
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _check_host(value: Any, field: str, allow_ip: bool) -> str:
+    if isinstance(value, str) and value:
+        if allow_ip:
+            try:
+                return str(ipaddress.ip_address(value))
+            except ValueError:
+                pass
+        if _is_hostname(value):
+            return value
+    kind = "an IP address or a hostname" if allow_ip else "a hostname (FQDN)"
+    raise ExecutionError(
+        f"{field} must be {kind} (labels of letters, digits and inner hyphens), got {value!r}"
+    )
+
+
+def pgsql_follow(
+    ctx: Context, leader: str, force_basebackup: bool | str = False, timeout: float = 3600
+) -> Outcome:
+    """Make this node's PostgreSQL follow LEADER (``chef-backend-ctl pgsql-follow``).
+
+    Args:
+        leader: IP address or hostname of the current PostgreSQL leader.
+        force_basebackup: true to re-sync from a fresh base backup (``--force-basebackup``).
+        timeout: seconds before the command is killed.
+    """
+    host = _check_host(leader, "leader", allow_ip=True)
+    flags = ["--force-basebackup"] if cmd.parse_bool(force_basebackup, "force_basebackup") else []
+    return _run(ctx, ["pgsql-follow", *flags, host], timeout)
+
+
+def gen_server_config(ctx: Context, fqdn: str, path: str, timeout: float = 120) -> Outcome:
+    """Write a frontend's chef-server.rb (``chef-backend-ctl gen-server-config FQDN -f PATH``).
+
+    Args:
+        fqdn: fully qualified name of the frontend the configuration is for.
+        path: file to write the configuration to.
+        timeout: seconds before the command is killed.
+    """
+    host = _check_host(fqdn, "fqdn", allow_ip=False)
+    if not isinstance(path, str) or not path or path.startswith("-") or "\0" in path:
+        raise ExecutionError(f"path must be a file path not starting with '-', got {path!r}")
+    return _run(ctx, ["gen-server-config", host, "-f", path], timeout)
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "status": status,
+    "cluster_status": cluster_status,
+    "reconfigure": reconfigure,
+    "pgsql_follow": pgsql_follow,
+    "gen_server_config": gen_server_config,
+}

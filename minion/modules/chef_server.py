@@ -1,0 +1,253 @@
+"""chef_server.*: drive a Chef Infra Server frontend through ``chef-server-ctl``.
+
+The tool is ``chef-server-ctl`` from PATH unless ``SALINE_CHEF_SERVER_CTL`` names another
+executable (the lab points it at a shim). Commands run as argv lists, never through a shell.
+Names are validated before anything runs, with the rules of the Chef Infra Server docs.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from minion.modules import cmd
+from minion.modules.base import Context, ExecutionError, Outcome
+
+TOOL_ENV = "SALINE_CHEF_SERVER_CTL"
+DEFAULT_TOOL = "chef-server-ctl"
+MIGRATION_LEVEL_PATH = "/var/opt/opscode/upgrades/migration-level"
+MASK = "********"
+
+_SHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,254}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+_SHORT_RULE = (
+    "must begin with a lower-case letter or digit, may only contain lower-case letters, "
+    "digits, hyphens and underscores, and must be between 1 and 255 characters"
+)
+_FULL_RULE = (
+    "must begin with a non-white-space character other than '-' and be 1 to 1023 characters"
+)
+
+
+def _tool() -> str:
+    return os.environ.get(TOOL_ENV) or DEFAULT_TOOL
+
+
+def reconfigure(ctx: Context, timeout: float = 1800) -> Outcome:
+    """Run ``chef-server-ctl reconfigure``; return its stdout, stderr and retcode.
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    return cmd.run(ctx, [_tool(), "reconfigure"], timeout=timeout)
+
+
+# --- migration level -------------------------------------------------------------------------
+
+
+def _level_int(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise ExecutionError(f"{field} must be a non-negative integer, got {value!r}")
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ExecutionError(f"{field} must be a non-negative integer, got {value!r}")
+
+
+def migration_level(ctx: Context, path: str = MIGRATION_LEVEL_PATH) -> dict[str, Any]:
+    """Return the frontend's upgrade migration level: major, minor, sha256 and exists.
+
+    A missing file is not an error: it returns ``exists: False`` with the other keys None.
+
+    Args:
+        path: the migration-level file (JSON ``{"major": int, "minor": int}``).
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return {"major": None, "minor": None, "sha256": None, "exists": False}
+    except OSError as exc:
+        raise ExecutionError(f"cannot read migration level file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        major = _level_int(data.get("major"), "major")
+        minor = _level_int(data.get("minor"), "minor")
+    except (ValueError, ExecutionError) as exc:
+        raise ExecutionError(f"cannot parse migration level file {path}: {exc}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    return {"major": major, "minor": minor, "sha256": digest, "exists": True}
+
+
+def set_migration_level(
+    ctx: Context, major: int | str, minor: int | str, path: str = MIGRATION_LEVEL_PATH
+) -> dict[str, Any]:
+    """Write the migration level atomically (temp file + rename, mode 0644).
+
+    Nothing is written when the file already holds that level. Returns the new level (as
+    ``migration_level``) plus ``changed``.
+
+    Args:
+        major: major migration level (non-negative integer).
+        minor: minor migration level (non-negative integer).
+        path: the migration-level file; its directory is created when missing.
+    """
+    level = {"major": _level_int(major, "major"), "minor": _level_int(minor, "minor")}
+    with contextlib.suppress(ExecutionError):
+        current = migration_level(ctx, path)
+        if current["exists"] and (current["major"], current["minor"]) == tuple(level.values()):
+            return {**current, "changed": False}
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".migration-level.", dir=directory)
+    except OSError as exc:
+        raise ExecutionError(f"cannot write migration level file {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(level, separators=(",", ":")))
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ExecutionError(f"cannot write migration level file {path}: {exc.strerror}") from exc
+    return {**migration_level(ctx, path), "changed": True}
+
+
+def compare_migration_levels(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+    """Compare two migration levels (mappings with ``major`` and ``minor``); pure.
+
+    :returns: -1 when ``a`` is older than ``b``, 0 when equal, 1 when newer.
+    :raises ExecutionError: a level lacks an integer major or minor (e.g. a missing file).
+    """
+    left = (_level_int(a.get("major"), "major"), _level_int(a.get("minor"), "minor"))
+    right = (_level_int(b.get("major"), "major"), _level_int(b.get("minor"), "minor"))
+    return (left > right) - (left < right)
+
+
+# --- users and organizations -----------------------------------------------------------------
+
+
+def _check_short(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _SHORT_NAME.fullmatch(value):
+        raise ExecutionError(f"invalid {field} {value!r}: {field} {_SHORT_RULE}")
+    return value
+
+
+def _check_full(value: Any, field: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 1023
+        or value[0].isspace()
+        or value[0] == "-"
+    ):
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
+        raise ExecutionError(f"invalid {field} {shown!r}: {field} {_FULL_RULE}")
+    return value
+
+
+def _check_path(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
+        raise ExecutionError(f"invalid {field} {value!r}: {field} must be an absolute path")
+    return value
+
+
+def _masked(outcome: Outcome, argv: list[str], secret: str) -> Outcome:
+    def mask(text: str) -> str:
+        return text.replace(secret, MASK) if secret else text
+
+    value = {
+        "stdout": mask(outcome.value["stdout"]),
+        "stderr": mask(outcome.value["stderr"]),
+        "retcode": outcome.retcode,
+        "argv": [MASK if arg == secret else mask(arg) for arg in argv],
+    }
+    return Outcome(value, outcome.retcode)
+
+
+def user_create(
+    ctx: Context,
+    username: str,
+    first_name: str,
+    last_name: str,
+    email: str,
+    password: str,
+    filename: str,
+    timeout: float = 300,
+) -> Outcome:
+    """Create a Chef Infra Server user (``chef-server-ctl user-create``).
+
+    Every argument is validated before the tool runs. The password is masked in the returned
+    argv, stdout and stderr, and never appears in an error message.
+
+    Args:
+        username: begins with a lower-case letter or digit; lower-case letters, digits,
+            hyphens and underscores; 1 to 255 characters.
+        first_name: 1 to 1023 characters, not starting with white space or '-'.
+        last_name: as first_name.
+        email: the user's email address.
+        password: the user's password (not starting with '-').
+        filename: absolute path where the user's RSA private key is written.
+        timeout: seconds before the command is killed.
+    """
+    _check_short(username, "username")
+    _check_full(first_name, "first_name")
+    _check_full(last_name, "last_name")
+    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.fullmatch(email):
+        raise ExecutionError(f"invalid email {email!r}: email must look like user@example.com")
+    if not isinstance(password, str) or not password or password.startswith("-"):
+        raise ExecutionError("invalid password: password must be non-empty, not starting with '-'")
+    _check_path(filename, "filename")
+    argv = [_tool(), "user-create", username, first_name, last_name, email, password]
+    argv += ["--filename", filename]
+    return _masked(cmd.run(ctx, argv, timeout=timeout), argv, password)
+
+
+def org_create(
+    ctx: Context,
+    short_name: str,
+    full_name: str,
+    association_user: str | None = None,
+    filename: str | None = None,
+    timeout: float = 300,
+) -> Outcome:
+    """Create a Chef Infra Server organization (``chef-server-ctl org-create``).
+
+    Every argument is validated before the tool runs.
+
+    Args:
+        short_name: begins with a lower-case letter or digit; lower-case letters, digits,
+            hyphens and underscores; 1 to 255 characters (e.g. ``4thcoffee``).
+        full_name: 1 to 1023 characters, not starting with white space or '-'.
+        association_user: username to add to the organization's admins group.
+        filename: absolute path where the validator's RSA private key is written.
+        timeout: seconds before the command is killed.
+    """
+    _check_short(short_name, "short_name")
+    _check_full(full_name, "full_name")
+    argv = [_tool(), "org-create", short_name, full_name]
+    if association_user is not None:
+        argv += ["--association_user", _check_short(association_user, "association_user")]
+    if filename is not None:
+        argv += ["--filename", _check_path(filename, "filename")]
+    outcome = cmd.run(ctx, argv, timeout=timeout)
+    return Outcome({**outcome.value, "argv": argv}, outcome.retcode)
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "reconfigure": reconfigure,
+    "migration_level": migration_level,
+    "set_migration_level": set_migration_level,
+    "user_create": user_create,
+    "org_create": org_create,
+}
