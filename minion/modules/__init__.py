@@ -4,7 +4,17 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from minion.modules import chef_backend, chef_server, cmd, file, grains, service, state, test
+from minion.modules import (
+    chef_backend,
+    chef_server,
+    cmd,
+    elasticsearch,
+    file,
+    grains,
+    service,
+    state,
+    test,
+)
 from minion.modules import sys as sys_module
 
 MODULES: dict[str, ModuleType] = {
@@ -17,6 +27,7 @@ MODULES: dict[str, ModuleType] = {
     "state": state,
     "chef_backend": chef_backend,
     "chef_server": chef_server,
+    "elasticsearch": elasticsearch,
 }
 
 
