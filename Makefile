@@ -9,16 +9,24 @@ DEMO_DIR ?= /tmp/saline-demo
 
 .PHONY: setup system lint typecheck unit test demo bench clean
 
+# Debian packages the tests run for real: PostgreSQL 15 (replication checks) and etcd.
+PG_BIN := /usr/lib/postgresql/15/bin
 system:
-	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)
+	@missing=""; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 $(STAMP): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: system $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
