@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from reactors.expressions import ExpressionError, check_condition, check_template, is_template
+from saline.config import line_of
 from saline.errors import SalineError, TargetError
 from saline.targeting import TargetType, compile_target
 
@@ -304,25 +305,6 @@ def template_problem(rule: Rule) -> tuple[Loc, str] | None:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def _line_of(node: yaml.Node, loc: Loc) -> int:
-    """Follow an error location through the YAML node tree to a 1-based line."""
-    line = node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == part), None)
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 def _read(path: Path) -> tuple[yaml.Node | None, Any]:
     try:
         text = path.read_text()
@@ -356,12 +338,12 @@ def _load_file(path: Path) -> Iterator[tuple[Rule, int]]:
             loc: Loc = tuple(err["loc"])
             field = ".".join(map(str, loc)) or "(rule)"
             msg = err["msg"].removeprefix("Value error, ")
-            where = f"{path}:{_line_of(item_node, loc)}"
+            where = f"{path}:{line_of(item_node, loc)}"
             raise RuleError(f"{where}: {label}{field}: {msg}") from e
         problem = template_problem(rule)
         if problem is not None:
             loc, msg = problem
-            where = f"{path}:{_line_of(item_node, loc)}"
+            where = f"{path}:{line_of(item_node, loc)}"
             raise RuleError(f"{where}: {label}{'.'.join(map(str, loc))}: {msg}")
         yield rule, line
 

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from saline.config import line_of
 from saline.errors import SalineError, TargetError
 from saline.targeting import compile_target
 
@@ -241,25 +242,6 @@ class Runbook(_Model):
         return f"{self._source}:{line}" if line else self._source
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == part), None)
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 def _field(loc: tuple[int | str, ...]) -> str:
     text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     return text or "(top)"
@@ -299,13 +281,13 @@ def load_runbook(source: Path | str, name: str | None = None) -> Runbook:
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
-        line_no = _line_of(node, loc)
+        line_no = line_of(node, loc)
         where = f"{label}:{line_no}" if line_no else label
         msg = str(err["msg"]).removeprefix("Value error, ")
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise RunbookError(f"{where}: {_field(loc)}: {msg}{more}") from e
     runbook._source = label
-    runbook._lines = tuple(_line_of(node, ("steps", i)) for i in range(len(runbook.steps)))
+    runbook._lines = tuple(line_of(node, ("steps", i)) for i in range(len(runbook.steps)))
     _check_templates(runbook)
     return runbook
 

@@ -17,7 +17,7 @@ C = TypeVar("C", bound="BaseModel")
 CONFIG_ENV = "SALINE_CONFIG"
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """Follow a pydantic error location through the YAML node tree to a 1-based line."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -66,7 +66,7 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
-        line_no = _line_of(node, loc)
+        line_no = line_of(node, loc)
         field = ".".join(str(p) for p in loc) or "(top)"
         where = f"{path}:{line_no}" if line_no else str(path)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
