@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from reactors.expressions import ExpressionError, check_condition, check_template, is_template
-from saline.config import line_of
+from saline.config import line_of, parse_yaml
 from saline.errors import SalineError, TargetError
 from saline.targeting import TargetType, compile_target
 
@@ -310,12 +310,7 @@ def _read(path: Path) -> tuple[yaml.Node | None, Any]:
         text = path.read_text()
     except OSError as e:
         raise RuleError(f"{path}: cannot read rule file: {e.strerror}") from e
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RuleError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    return parse_yaml(text, str(path), RuleError)
 
 
 def _load_file(path: Path) -> Iterator[tuple[Rule, int]]:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jinja2
-import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import (
     BaseModel,
@@ -33,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from saline.config import line_of
+from saline.config import line_of, parse_yaml
 from saline.errors import SalineError, TargetError
 from saline.targeting import compile_target
 
@@ -265,13 +264,7 @@ def load_runbook(source: Path | str, name: str | None = None) -> Runbook:
         default_name = name or source.stem
     else:
         text, label, default_name = source, name or "<runbook>", name or ""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RunbookError(f"{label}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    node, data = parse_yaml(text, label, RunbookError)
     if not isinstance(data, dict):
         raise RunbookError(f"{label}:1: a runbook must be a mapping with name, vars and steps")
     if default_name:

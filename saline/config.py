@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from saline.errors import ConfigError
+from saline.errors import ConfigError, SalineError
 
 if TYPE_CHECKING:  # pydantic is imported only when validating: the CLI stays light
     from pydantic import BaseModel
@@ -38,6 +38,21 @@ def line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def parse_yaml(
+    text: str, label: str, error: type[SalineError] = ConfigError
+) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for error lines, see ``line_of``) and the data of YAML ``text``.
+
+    :raises error: ``label:line: invalid YAML: problem``.
+    """
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise error(f"{label}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+
+
 def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None = None) -> C:
     """Read ``path`` as YAML and validate it as ``model``.
 
@@ -47,13 +62,7 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    node, data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
