@@ -11,6 +11,7 @@ from minion.modules import (
     elasticsearch,
     file,
     grains,
+    postgres,
     service,
     state,
     test,
@@ -28,6 +29,7 @@ MODULES: dict[str, ModuleType] = {
     "chef_backend": chef_backend,
     "chef_server": chef_server,
     "elasticsearch": elasticsearch,
+    "postgres": postgres,
 }
 
 
