@@ -9,6 +9,7 @@ from minion.modules import (
     chef_server,
     cmd,
     elasticsearch,
+    etcd,
     file,
     grains,
     postgres,
@@ -30,6 +31,7 @@ MODULES: dict[str, ModuleType] = {
     "chef_server": chef_server,
     "elasticsearch": elasticsearch,
     "postgres": postgres,
+    "etcd": etcd,
 }
 
 
