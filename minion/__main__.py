@@ -10,17 +10,22 @@ import sys
 from saline.config import CONFIG_ENV
 
 
-def _import_asyncio_without_ssl() -> None:
-    """Import asyncio while hiding ``ssl``: asyncio imports it eagerly (libssl, ~1 MB RSS),
-    and the minion never speaks TLS through asyncio. ``ssl`` stays importable afterwards
-    for jobs that need it (they run in forked children)."""
-    if "ssl" in sys.modules:
-        return
-    sys.modules["ssl"] = None  # type: ignore[assignment]
+def _import_without_openssl() -> None:
+    """Import asyncio and hashlib without OpenSSL: asyncio imports ``ssl`` eagerly (libssl,
+    ~1 MB RSS) and hashlib ``_hashlib`` (libcrypto, ~3.4 MB RSS), though the minion never
+    speaks TLS through asyncio and needs only SHA-256, which CPython implements itself.
+    Both stay importable afterwards for jobs that need them (jobs run in forked children);
+    hashlib keeps its built-in implementations."""
+    hidden = [name for name in ("ssl", "_hashlib") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
     try:
         import asyncio  # noqa: F401
+        import hashlib  # noqa: F401
+        import hmac  # noqa: F401  (pydantic imports it through secrets)
     finally:
-        del sys.modules["ssl"]
+        for name in hidden:
+            del sys.modules[name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-l", "--log-level", help="override the config's log level")
     args = parser.parse_args(argv)
-    _import_asyncio_without_ssl()
+    _import_without_openssl()
 
     from minion.config import load_minion_config
     from minion.daemon import run_minion

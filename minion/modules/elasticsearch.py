@@ -13,8 +13,6 @@ The client is imported inside the functions: the minion does not load it at star
 """
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -87,6 +85,9 @@ class _Session:
         return response.meta.status, response.body
 
     def _with_urllib(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        import urllib.error  # lazily: it pulls in http.client and ssl
+        import urllib.request
+
         target = f"{self.url}{path}" + (f"?{urlencode(query)}" if query else "")
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             target,

@@ -18,8 +18,6 @@ protobuf/grpc, at start) and any import failure falls back to HTTP.
 
 import json
 import os
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -87,6 +85,9 @@ def _hex(value: Any) -> str | None:
 
 def _http(url: str, timeout: float, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     """``(status, decoded JSON)`` for any HTTP answer; raises OSError when none came."""
+    import urllib.error  # lazily: it pulls in http.client and ssl, which an idle minion
+    import urllib.request  # never needs (jobs run in forked children)
+
     data = None if body is None else json.dumps(body).encode()
     method = "GET" if body is None else "POST"
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) only

@@ -43,9 +43,9 @@ def _child(config_path: str, log_path: str) -> None:
 
 def launch(pairs: list[tuple[str, str]]) -> dict[str, int]:
     # everything a minion imports, imported once before forking (no threads exist yet)
-    from minion.__main__ import _import_asyncio_without_ssl
+    from minion.__main__ import _import_without_openssl
 
-    _import_asyncio_without_ssl()
+    _import_without_openssl()
     import minion.daemon  # noqa: F401
 
     pids: dict[str, int] = {}
