@@ -87,10 +87,9 @@ class Master:
         except zmq.ZMQError:
             return False
         finally:
-            # zmq's FD is edge-triggered and any operation may consume the edge: if frames
-            # are waiting, say so, or the receive loop could sleep on them
-            if int(self.sock.get(zmq.EVENTS)) & _POLLIN:
-                self._readable.set()
+            # zmq's FD is edge-triggered and a send may consume the edge: wake the receive
+            # loop so it looks at the socket again instead of sleeping on waiting frames
+            self._readable.set()
         return True
 
     def send_job(self, minion_id: str, frame: bytes) -> bool:

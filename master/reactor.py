@@ -96,6 +96,8 @@ class RuleIndex:
         self._cache: dict[str, list[Rule]] = {}
 
     def matching(self, tag: str) -> list[Rule]:
+        if not self._globs:
+            return []
         hit = self._cache.get(tag)
         if hit is None:
             if len(self._cache) > 10_000:  # job tags are unique: keep the cache bounded
@@ -198,7 +200,7 @@ class Reactor:
 
     def react(self, events: list[EventRecord]) -> list[Decision]:
         """Decide on a batch of stored events; record every decision; start fired ones."""
-        view = self.view()
+        view: StaticView | None = None  # built only if some rule matches (5,000 keys: not free)
         decisions: list[tuple[Decision, EventRecord]] = []
         depth = self.master.config.reactor_max_depth
         for record in events:
@@ -206,6 +208,7 @@ class Reactor:
             matching = self.index.matching(record.tag)
             if not matching:
                 continue
+            view = view or self.view()
             for decision in evaluate(
                 _as_event(record), matching, view, self.state, time.time(), max_chain_depth=depth
             ):
