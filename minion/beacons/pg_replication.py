@@ -1,0 +1,99 @@
+"""The ``pg_replication`` beacon: whether this PostgreSQL node replicates as it should.
+
+Params:
+  ``host``, ``port``, ``user``, ``password`` (never published), ``dbname``: where to connect;
+  ``lag_bytes``: replay lag from which a follower is out of sync (default 50 MB, leaderl's
+  threshold); ``timeout``: seconds for the connection and each query.
+
+States (one observation, keyed ``host:port``):
+  ``in_sync`` (ok: a follower streaming, replay not paused, lag under the limit),
+  ``out_of_sync`` (bad: a follower with problems), ``leader`` (ok: the node is the leader),
+  ``down`` (bad: cannot connect or query).
+
+Data: ``node``, ``role``; for a follower ``problems``, ``lag_bytes``, ``replay_paused``,
+``receiver_status`` and ``wal_receiver``; for a leader ``follower_count`` and ``followers``;
+for ``down``, ``error``.
+
+Example::
+
+    beacons:
+      pg_replication: {user: saline, password: secret, interval: 10}
+"""
+
+from typing import Any
+
+from pydantic import Field
+
+from minion.beacons.base import Beacon, BeaconConfig, Observation
+from minion.config import MinionConfig
+from minion.modules import postgres
+from minion.modules.base import Context, ExecutionError
+
+
+class PgReplicationBeaconConfig(BeaconConfig):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5432, ge=1, le=65535)
+    user: str = "saline"
+    password: str | None = Field(default=None, repr=False)
+    dbname: str = "postgres"
+    #: replay lag (bytes) from which a follower is out of sync
+    lag_bytes: int = Field(default=postgres.DEFAULT_LAG_BYTES, ge=0)
+    timeout: int = Field(default=5, ge=1)
+
+
+class PgReplicationBeacon(Beacon):
+    """Watch one PostgreSQL node's streaming replication: leader, in sync, or not."""
+
+    name = "pg_replication"
+    Config = PgReplicationBeaconConfig
+    config: PgReplicationBeaconConfig
+
+    def check(self) -> list[Observation]:
+        cfg = self.config
+        key = f"{cfg.host}:{cfg.port}"
+        module_ctx = Context(
+            minion_id=self.ctx.minion_id,
+            config=MinionConfig(),
+            grains={},
+            services=self.ctx.services,
+        )
+        try:
+            result = postgres.replication(
+                module_ctx,
+                host=cfg.host,
+                port=cfg.port,
+                user=cfg.user,
+                password=cfg.password,
+                dbname=cfg.dbname,
+                lag_bytes=cfg.lag_bytes,
+                timeout=cfg.timeout,
+            )
+        except ExecutionError as exc:
+            return [Observation(key, "down", bad=True, data={"node": key, "error": str(exc)})]
+        return [self.observe(key, result)]
+
+    @staticmethod
+    def observe(key: str, result: dict[str, Any]) -> Observation:
+        """Turn a ``postgres.replication`` result into an observation (pure)."""
+        if result["role"] == "leader":
+            followers = result["followers"]
+            data = {
+                "node": key,
+                "role": "leader",
+                "follower_count": len(followers),
+                "followers": followers,
+            }
+            return Observation(key, "leader", bad=False, data=data)
+        receiver = result["wal_receiver"]
+        data = {
+            "node": key,
+            "role": "follower",
+            "problems": list(result["problems"]),
+            "lag_bytes": result["lag_bytes"],
+            "replay_paused": result["replay_paused"],
+            "receiver_status": None if receiver is None else receiver["status"],
+            "wal_receiver": receiver,
+        }
+        if result["in_sync"]:
+            return Observation(key, "in_sync", bad=False, data=data)
+        return Observation(key, "out_of_sync", bad=True, data=data)
