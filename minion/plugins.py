@@ -18,8 +18,8 @@ from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Any, TypeVar
 
-from minion.beacons import BEACONS
 from minion.beacons.base import Beacon
+from minion.beacons.registry import BEACONS
 from minion.modules import MODULES
 from saline.errors import SalineError
 

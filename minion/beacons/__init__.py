@@ -1,31 +1,5 @@
 """Minion beacons: small checks whose changes of state become events.
 
-``BEACONS`` lists the built-in beacon types by the name used in the minion config;
-``minion.plugins.load_beacons`` adds those of installed plugins.
+``minion.beacons.registry.BEACONS`` lists the built-in beacon types by the name used in
+the minion config; ``minion.plugins.load_beacons`` adds those of installed plugins.
 """
-
-from minion.beacons.base import Beacon
-from minion.beacons.chef_backend_status import ChefBackendStatusBeacon
-from minion.beacons.diskusage import DiskUsageBeacon
-from minion.beacons.elasticsearch_health import ElasticsearchHealthBeacon
-from minion.beacons.etcd_health import EtcdHealthBeacon
-from minion.beacons.file import FileBeacon
-from minion.beacons.load import LoadBeacon
-from minion.beacons.migration_level import MigrationLevelBeacon
-from minion.beacons.pg_replication import PgReplicationBeacon
-from minion.beacons.process import ProcessBeacon
-from minion.beacons.service import ServiceBeacon
-
-BEACONS: dict[str, type[Beacon]] = {
-    "service": ServiceBeacon,
-    "file": FileBeacon,
-    "diskusage": DiskUsageBeacon,
-    "load": LoadBeacon,
-    "process": ProcessBeacon,
-    # Chef HA
-    "pg_replication": PgReplicationBeacon,
-    "etcd_health": EtcdHealthBeacon,
-    "elasticsearch_health": ElasticsearchHealthBeacon,
-    "migration_level": MigrationLevelBeacon,
-    "chef_backend_status": ChefBackendStatusBeacon,
-}

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from minion.beacons import BEACONS
 from minion.beacons.base import Beacon, BeaconConfig, BeaconContext, Observation
 from minion.beacons.config import BeaconsConfig, BeaconSpec
 from minion.beacons.diskusage import DiskUsageBeacon, used_percent
 from minion.beacons.file import FileBeacon
 from minion.beacons.load import LoadBeacon
 from minion.beacons.process import ProcessBeacon
+from minion.beacons.registry import BEACONS
 from minion.beacons.runner import BeaconRunner
 from minion.beacons.service import ServiceBeacon
 from minion.config import ServiceSpec

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from minion.beacons import BEACONS
+from minion.beacons.registry import BEACONS
 from minion.modules import MODULES
 from minion.plugins import PluginError, load_beacons, load_modules
 from saline.errors import SalineError
