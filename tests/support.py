@@ -19,16 +19,32 @@ from saline.lab.processes import saline_argv, spawn
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+def poll(predicate: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` seconds pass;
+    returns its last value (falsy on timeout). The one polling loop of the tests."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if value or time.monotonic() > deadline:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Like ``poll``, but a timeout fails the test naming ``what``."""
+    value = poll(predicate, timeout)
+    if not value:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
+
+
+def process_gone(pid: int) -> bool:
+    """True when pid no longer runs (absent, or a zombie an init that doesn't reap keeps)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return True
+    return raw[raw.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
 def saline(lab: Lab, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

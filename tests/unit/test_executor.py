@@ -14,6 +14,7 @@ from minion.executor import execute
 from minion.modules.base import Context, ExecutionError, Outcome
 from minion.services.supervisor import SupervisorProvider
 from saline.protocol import Job
+from tests.support import poll, process_gone
 
 
 def _raise(ctx: Context) -> None:
@@ -83,17 +84,7 @@ def test_timeout_kills_the_whole_process_group(ctx: Context, tmp_path: Path) -> 
     ret = _run(ctx, "t.hang", str(pidfile), timeout=1)
     assert (ret.success, ret.retcode, ret.ret["error"]) == (False, 124, "timeout")
     grandchild = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{grandchild}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            break
-        if state == "Z":
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the grandchild survived the timeout")
+    assert poll(lambda: process_gone(grandchild), timeout=5), "the grandchild survived"
 
 
 def test_crashed_child(ctx: Context) -> None:

@@ -1,7 +1,6 @@
 """The key ring on disk: states, moves, conflicts, modes, and a master seeing CLI edits."""
 
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from saline.keys import (
     load_or_create_keypair,
     read_keypair,
 )
+from tests.support import poll
 
 
 def test_keypair_created_once_with_private_modes(tmp_path: Path) -> None:
@@ -86,10 +86,7 @@ def test_a_second_ring_sees_changes_made_by_another(tmp_path: Path) -> None:
     key = generate_keypair().public
     assert master_view.lookup_key(key) is None
     cli_view.add("m1", key, KeyState.ACCEPTED)
-    deadline = time.monotonic() + 2
-    while master_view.lookup_key(key) is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    entry = master_view.lookup_key(key)
+    entry = poll(lambda: master_view.lookup_key(key), timeout=2)
     assert entry is not None and entry.state is KeyState.ACCEPTED
 
 

@@ -6,7 +6,7 @@ import pwd
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,7 @@ from minion.modules import cmd, file, grains, service, test
 from minion.modules import sys as sys_module
 from minion.modules.base import Context, ExecutionError, Outcome
 from minion.services.supervisor import SupervisorProvider
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def process_gone(pid: int) -> bool:
-    """True when pid no longer runs (absent, or a zombie an init that doesn't reap keeps)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return True
-    return raw[raw.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+from tests.support import poll, process_gone
 
 
 @pytest.fixture
@@ -156,9 +139,9 @@ def test_cmd_run_timeout_kills_process_group(ctx: Context, tmp_path: Path) -> No
         cmd.run(ctx, script, shell=True, timeout=0.5)
     # The grandchild holds stdout open; returning promptly proves we did not wait on it.
     assert time.monotonic() - started < 10
-    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    assert poll(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     grandchild = int(pidfile.read_text())
-    assert wait_for(lambda: process_gone(grandchild))
+    assert poll(lambda: process_gone(grandchild))
 
 
 def test_cmd_run_missing_executable(ctx: Context) -> None:

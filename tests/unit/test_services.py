@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +16,7 @@ from minion.modules.base import ExecutionError
 from minion.services import select
 from minion.services.supervisor import SupervisorProvider
 from minion.services.systemd import SystemdProvider
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def process_gone(pid: int) -> bool:
-    """True when pid no longer runs (absent, or a zombie an init that doesn't reap keeps)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return True
-    return raw[raw.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+from tests.support import poll, process_gone
 
 
 def dead_pid() -> int:
@@ -168,17 +151,17 @@ def test_reused_pid_is_not_ours(provider: SupervisorProvider, state_dir: Path) -
 def test_stop_kills_the_whole_process_group(provider: SupervisorProvider, tmp_path: Path) -> None:
     provider.start("spawner")
     child_file = tmp_path / "child.pid"
-    assert wait_for(lambda: child_file.exists() and child_file.read_text() != "")
+    assert poll(lambda: child_file.exists() and child_file.read_text() != "")
     child = int(child_file.read_text())
     assert not process_gone(child)
     provider.stop("spawner")
-    assert wait_for(lambda: process_gone(child))
+    assert poll(lambda: process_gone(child))
 
 
 def test_stop_escalates_to_sigkill(provider: SupervisorProvider, tmp_path: Path) -> None:
     pid = provider.start("stubborn").pid
     assert pid is not None
-    assert wait_for((tmp_path / "stubborn.ready").exists)  # SIGTERM is ignored from now on
+    assert poll((tmp_path / "stubborn.ready").exists)  # SIGTERM is ignored from now on
     started = time.monotonic()
     stopped = provider.stop("stubborn")
     elapsed = time.monotonic() - started
@@ -192,7 +175,7 @@ def test_service_env_cwd_and_log(
 ) -> None:
     provider.start("envy")
     log = state_dir / "envy.log"
-    assert wait_for(lambda: log.exists() and log.read_text() != "")
+    assert poll(lambda: log.exists() and log.read_text() != "")
     assert log.read_text() == f"v42 {tmp_path / 'work'}\n"
 
 
@@ -224,7 +207,7 @@ def test_service_survives_the_caller_exiting(
     status = provider.status("sleeper")
     assert (status.running, status.pid) == (True, pid)
     provider.stop("sleeper")
-    assert wait_for(lambda: process_gone(pid))
+    assert poll(lambda: process_gone(pid))
 
 
 # -- select_provider -----------------------------------------------------------------------
@@ -369,9 +352,9 @@ def test_reload_sends_sighup_and_keeps_the_process(tmp_path: Path, state_dir: Pa
     try:
         started = provider.reload("hupper")  # stopped: reload starts it
         assert started.running and started.pid is not None
-        assert wait_for(ready.exists), "the service installed its SIGHUP handler"
+        assert poll(ready.exists), "the service installed its SIGHUP handler"
         reloaded = provider.reload("hupper")
-        assert wait_for(hup.exists), "the service got SIGHUP"
+        assert poll(hup.exists), "the service got SIGHUP"
         assert reloaded.pid == started.pid == provider.status("hupper").pid, "same process"
     finally:
         provider.stop("hupper")

@@ -1,6 +1,5 @@
 """service.* states against the real execution functions and a real SupervisorProvider."""
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,24 +13,7 @@ from minion.services.supervisor import SupervisorProvider
 from saline.errors import StateError
 from states.modules import service
 from states.modules.base import StateContext
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-def process_gone(pid: int) -> bool:
-    """True when pid no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return True
-    return raw[raw.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+from tests.support import poll, process_gone
 
 
 class NoFiles:
@@ -118,7 +100,7 @@ def test_dead_stops_then_noop(
     result = service.dead(make_ctx(), "sleeper")
     assert result.result is True and result.changes == {"running": False}
     assert "stopped" in result.comment
-    assert wait_for(lambda: process_gone(pid))
+    assert poll(lambda: process_gone(pid))
     again = service.dead(make_ctx(), "sleeper")
     assert again.result is True and again.changes == {}
     assert "already stopped" in again.comment
@@ -137,7 +119,7 @@ def test_mod_watch_restarts_running_service(
     new = provider.status("sleeper").pid
     assert new is not None and new != old
     assert result.changes == {"restarted": True, "old_pid": old, "pid": new}
-    assert wait_for(lambda: process_gone(old))
+    assert poll(lambda: process_gone(old))
 
 
 def test_mod_watch_starts_stopped_service_and_respects_dead(
