@@ -1,6 +1,5 @@
 """MasterConfig: every setting of ``saline master``, validated by pydantic."""
 
-import getpass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,7 +91,3 @@ def load_master_config(path: str | None = None) -> tuple[MasterConfig, Path]:
     """Load the master config from -c, $SALINE_CONFIG or the default path."""
     resolved = resolve_config_path(path, DEFAULT_MASTER_CONFIG)
     return load_yaml_model(resolved, MasterConfig), resolved
-
-
-def current_user() -> str:
-    return getpass.getuser()

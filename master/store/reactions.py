@@ -7,7 +7,6 @@ an action not yet started is started.
 """
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,14 +72,13 @@ class ReactionRecord:
 
 
 class ReactionStore:
-    """Audit rows and the reactor's state; all calls from the master's loop thread."""
+    """Audit rows and the reactor's state; all calls come from the master's loop thread."""
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._lock = threading.Lock()
         for statement in _SCHEMA:
             self._conn.execute(statement)
 
@@ -100,21 +98,21 @@ class ReactionStore:
             record.created or time.time(),
             record.finished,
         )
-        with self._lock:
-            self._conn.execute(
-                f"INSERT OR REPLACE INTO reactions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column list
-                row,
-            )
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO reactions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant column list
+            row,
+        )
 
     def save_many(self, records: list[ReactionRecord]) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        """All of ``records`` in one transaction."""
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             for record in records:
                 self.save(record)
-        finally:
-            with self._lock:
-                self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> ReactionRecord:
@@ -159,11 +157,10 @@ class ReactionStore:
         return [self._record(r) for r in rows]
 
     def save_state(self, state: dict[str, Any]) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)",
-                (_pack(state), time.time()),
-            )
+        self._conn.execute(
+            "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)",
+            (_pack(state), time.time()),
+        )
 
     def load_state(self) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT state FROM reactor_state WHERE id = 1").fetchone()

@@ -1,13 +1,10 @@
 """Helpers shared by CLI commands: config resolution, the master client, output formats."""
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-
-from saline.errors import SalineError
 
 
 def obj(ctx: click.Context) -> dict[str, Any]:
@@ -70,13 +67,4 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"saline: error: {message}", err=True)
-    sys.exit(code)
-
-
 OUT_CHOICE = click.Choice(["human", "json", "yaml"])
-
-
-def handle_errors(e: SalineError) -> None:
-    fail(str(e))
