@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
+from master.store.sqlite import pack_value, unpack_value
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS reactions (
@@ -40,15 +40,6 @@ _COLUMNS = (
     "id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
     " created, finished"
 )
-
-
-def _pack(value: Any) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 @dataclass
@@ -92,8 +83,8 @@ class ReactionStore:
             record.verdict,
             record.reason,
             record.key,
-            _pack(record.actions),
-            _pack({str(k): v for k, v in record.progress.items()}),
+            pack_value(record.actions),
+            pack_value({str(k): v for k, v in record.progress.items()}),
             record.outcome,
             record.created or time.time(),
             record.finished,
@@ -116,7 +107,7 @@ class ReactionStore:
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> ReactionRecord:
-        progress = {int(k): v for k, v in _unpack(row[8]).items()}
+        progress = {int(k): v for k, v in unpack_value(row[8]).items()}
         return ReactionRecord(
             id=row[0],
             event_seq=row[1],
@@ -125,7 +116,7 @@ class ReactionStore:
             verdict=row[4],
             reason=row[5],
             key=row[6],
-            actions=_unpack(row[7]),
+            actions=unpack_value(row[7]),
             progress=progress,
             outcome=row[9],
             created=row[10],
@@ -159,12 +150,12 @@ class ReactionStore:
     def save_state(self, state: dict[str, Any]) -> None:
         self._conn.execute(
             "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)",
-            (_pack(state), time.time()),
+            (pack_value(state), time.time()),
         )
 
     def load_state(self) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT state FROM reactor_state WHERE id = 1").fetchone()
-        return _unpack(row[0]) if row else None
+        return unpack_value(row[0]) if row else None
 
     def close(self) -> None:
         self._conn.close()

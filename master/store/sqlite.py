@@ -113,13 +113,13 @@ _SELECT_RETURNS = (
 )
 
 
-def _pack(value: Any) -> bytes:
+def pack_value(value: Any) -> bytes:
     """Serialise a msgpack-able value; raises TypeError for anything else."""
     packed: bytes = msgpack.packb(value, use_bin_type=True)
     return packed
 
 
-def _unpack(blob: bytes) -> Any:
+def unpack_value(blob: bytes) -> Any:
     # strict_map_key=False: return values may be dicts with int keys.
     return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
@@ -129,12 +129,12 @@ def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(
         jid=jid,
         fun=fun,
-        args=_unpack(args),
-        kwargs=_unpack(kwargs),
+        args=unpack_value(args),
+        kwargs=unpack_value(kwargs),
         target=target,
         tgt_type=tgt_type,
-        minions=_unpack(minions),
-        missing=_unpack(missing),
+        minions=unpack_value(minions),
+        missing=unpack_value(missing),
         user=user,
         created=created,
         timeout=timeout,
@@ -149,7 +149,7 @@ def _return_from_row(row: tuple[Any, ...]) -> ReturnRecord:
         fun=fun,
         success=bool(success),
         retcode=retcode,
-        ret=_unpack(ret),
+        ret=unpack_value(ret),
         duration_ms=duration_ms,
         received=received,
     )
@@ -159,7 +159,7 @@ def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
     seq, tag, data, minion, ts, cause, depth, rule = row
     return EventRecord(
         tag=tag,
-        data=_unpack(data),
+        data=unpack_value(data),
         minion=minion,
         ts=ts,
         seq=seq,
@@ -259,12 +259,12 @@ class SqliteStore(Store):
         row = (
             job.jid,
             job.fun,
-            _pack(job.args),
-            _pack(job.kwargs),
+            pack_value(job.args),
+            pack_value(job.kwargs),
             job.target,
             job.tgt_type,
-            _pack(job.minions),
-            _pack(job.missing),
+            pack_value(job.minions),
+            pack_value(job.missing),
             job.user,
             job.created,
             job.timeout,
@@ -308,7 +308,7 @@ class SqliteStore(Store):
                 r.fun,
                 int(r.success),
                 r.retcode,
-                _pack(r.ret),
+                pack_value(r.ret),
                 r.duration_ms,
                 r.received,
             )
@@ -343,7 +343,9 @@ class SqliteStore(Store):
         """
         if not events:
             return []
-        rows = [(e.tag, _pack(e.data), e.minion, e.ts, e.cause, e.depth, e.rule) for e in events]
+        rows = [
+            (e.tag, pack_value(e.data), e.minion, e.ts, e.cause, e.depth, e.rule) for e in events
+        ]
         saved: list[EventRecord] = []
         with self._transaction() as conn:
             for event, row in zip(events, rows, strict=True):
@@ -368,7 +370,7 @@ class SqliteStore(Store):
 
     def save_minion(self, minion: MinionRecord) -> None:
         """Insert or update (grains and last_seen) the minion."""
-        row = (minion.id, _pack(minion.grains), minion.last_seen)
+        row = (minion.id, pack_value(minion.grains), minion.last_seen)
         with self._transaction() as conn:
             conn.execute(
                 """INSERT INTO minions (id, grains, last_seen) VALUES (?,?,?)
@@ -382,7 +384,7 @@ class SqliteStore(Store):
             "SELECT id, grains, last_seen FROM minions ORDER BY id"
         ).fetchall()
         return {
-            mid: MinionRecord(id=mid, grains=_unpack(grains), last_seen=last_seen)
+            mid: MinionRecord(id=mid, grains=unpack_value(grains), last_seen=last_seen)
             for mid, grains, last_seen in rows
         }
 
