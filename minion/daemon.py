@@ -272,7 +272,7 @@ class Minion:
         """Heartbeats when ready; hellos while not; resends of unacknowledged returns."""
         cfg = self.config
         tick = min(cfg.heartbeat_interval, cfg.acceptance_wait, 1.0)
-        last_beat = last_hello = time.monotonic()
+        last_beat = last_hello = last_flush = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -280,7 +280,9 @@ class Minion:
                 if now - last_beat >= cfg.heartbeat_interval:
                     self.send(Heartbeat(id=self.id))
                     last_beat = now
-                self.flush_spool(older_than=cfg.return_retry)
+                if now - last_flush >= cfg.return_retry:  # the spool is on disk: read it rarely
+                    self.flush_spool(older_than=cfg.return_retry)
+                    last_flush = now
             elif now - last_hello >= cfg.acceptance_wait:
                 self.hello()
                 last_hello = now
