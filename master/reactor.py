@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: the rules saline ships (reactors/rules/), loaded before the operator's reactor_dirs
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "reactors" / "rules"
+#: the runbooks saline ships (reactors/runbooks/), searched after the operator's runbook_roots
+SHIPPED_RUNBOOKS = SHIPPED_RULES.parent / "runbooks"
 
 
 class MasterJobRunner:
@@ -130,6 +132,10 @@ class Reactor:
         self.rules, self.index = rules, RuleIndex(rules)
         return f"loaded {len(rules)} rules"
 
+    @property
+    def runbook_roots(self) -> list[Path]:
+        return [*self.master.config.runbook_roots, SHIPPED_RUNBOOKS]
+
     def pause(self, paused: bool) -> None:
         self.state.paused = paused
         self.save_state()
@@ -167,7 +173,7 @@ class Reactor:
         self, name: str, variables: dict[str, Any], test: bool, user: str
     ) -> dict[str, Any]:
         """``saline orchestrate``: the same engine the reactor's orchestrate action uses."""
-        runbook = load_runbook(find_runbook(name, self.master.config.runbook_roots))
+        runbook = load_runbook(find_runbook(name, self.runbook_roots))
         runner = MasterJobRunner(self.master, f"orchestrate:{user}", (None, 0, None))
         result = await run_runbook(runbook, runner, vars=variables, test=test)
         return result.model_dump(mode="json")
@@ -310,8 +316,7 @@ class Reactor:
         if kind == "orchestrate":
             row.progress[index] = {"state": "started"}
             self.audit.save(row)
-            roots = self.master.config.runbook_roots
-            runbook = load_runbook(find_runbook(spec["runbook"], roots))
+            runbook = load_runbook(find_runbook(spec["runbook"], self.runbook_roots))
             result = await run_runbook(runbook, runner, vars=spec["vars"], test=spec["test"])
             return result.success, f"runbook {runbook.name}: " + (
                 "succeeded" if result.success else f"stopped at {result.stopped_at}"

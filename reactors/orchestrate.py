@@ -195,16 +195,19 @@ class _Orchestrator:
         self.test = test
         self.sleep = sleep
         self.clock = clock
+        #: names of probe steps: their failures do not fail the runbook
+        self.probes: set[str] = set()
 
     async def run(self, steps: list[Step]) -> RunbookResult:
         results: list[StepResult] = []
+        self.probes = {step.name for step in steps if step.probe}
         for index, step in enumerate(steps):
             started = self.clock()
             result = await self._step(step, results)
             result.duration_ms = round((self.clock() - started) * 1000)
             results.append(result)
             log.info("runbook %s: step %r: %s", self.name, step.name, result.comment)
-            if result.result is False and step.failhard:
+            if result.result is False and step.failhard and not step.probe:
                 rest = [s.name for s in steps[index + 1 :]]
                 return self._finish(results, stopped_at=step.name, not_started=rest)
         return self._finish(results, stopped_at=None, not_started=[])
@@ -212,7 +215,7 @@ class _Orchestrator:
     def _finish(
         self, results: list[StepResult], stopped_at: str | None, not_started: list[str]
     ) -> RunbookResult:
-        success = all(r.result is not False for r in results)
+        success = all(r.result is not False for r in results if r.name not in self.probes)
         return RunbookResult(
             name=self.name,
             test=self.test,

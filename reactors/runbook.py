@@ -3,7 +3,8 @@
 A runbook file is YAML with a ``name``, default ``vars`` and ``steps``. Each step has exactly
 one of ``run`` (an execution function), ``state`` (``state.apply``) or ``wait_for`` (poll a
 function until a condition holds on every targeted minion), plus optional ``name``, ``batch``,
-``failhard`` (default true) and ``when``. :func:`load_runbook` parses and validates a file;
+``failhard`` (default true), ``probe`` (a check whose failure only informs later steps) and
+``when``. :func:`load_runbook` parses and validates a file;
 every error is a :class:`RunbookError` naming ``file:line`` and the field. :func:`render_steps`
 renders the template strings of every step with ``vars`` before anything runs, so an
 undefined name stops the runbook before its first side effect.
@@ -181,6 +182,9 @@ class Step(_Model):
     batch: int | None = Field(default=None, ge=1)
     #: a failed step (or batch) stops the runbook
     failhard: bool = True
+    #: a check whose failure is information, not failure: it never stops the runbook nor
+    #: fails it; later steps read its result through ``when`` (a graded ladder's rungs)
+    probe: bool = False
     #: expression over ``vars``, ``steps`` (results so far, by name) and ``test``; false skips
     when: str | None = None
 
@@ -194,6 +198,8 @@ class Step(_Model):
             raise ValueError(f"a step needs exactly one of run, state, wait_for{found}")
         if self.wait_for is not None and self.batch is not None:
             raise ValueError("batch does not apply to wait_for")
+        if self.probe and "failhard" in self.model_fields_set and self.failhard:
+            raise ValueError("a probe never stops the runbook: drop failhard: true")
         return self
 
     @property

@@ -14,8 +14,9 @@ States (one observation keyed ``migration_level``):
 The first check records the baseline, so a change made while the minion was down is not
 reported as ``changed``.
 
-Data: ``path``, ``major``, ``minor``, ``sha256``; for ``changed`` also ``previous_sha256``,
-``previous_major`` and ``previous_minor``; for ``invalid``, ``error``.
+Data: ``path``, ``major``, ``minor``, ``level`` (``[major, minor]`` or null), ``sha256``;
+for ``changed`` also ``previous_sha256``, ``previous_major`` and ``previous_minor``; for
+``invalid``, ``error``.
 
 Example::
 
@@ -71,13 +72,22 @@ class MigrationLevelBeacon(Beacon):
         try:
             level = chef_server.migration_level(module_ctx, path)
         except ExecutionError as exc:
-            data = {"path": path, "major": None, "minor": None, "sha256": None, "error": str(exc)}
+            data: dict[str, Any] = {
+                "path": path,
+                "major": None,
+                "minor": None,
+                "level": None,
+                "sha256": None,
+                "error": str(exc),
+            }
             return [Observation(KEY, "invalid", bad=True, data=data)]
         data = {
             "path": path,
             "major": level["major"],
             "minor": level["minor"],
             "sha256": level["sha256"],
+            # [major, minor]: lists compare in order, so the master can take the highest
+            "level": [level["major"], level["minor"]] if level["exists"] else None,
         }
         if not level["exists"]:
             return [Observation(KEY, "missing", bad=True, data=data)]

@@ -99,20 +99,13 @@ def _follower(cur: Any, lag_limit: int) -> dict[str, Any]:
     }
 
 
-def replication(
-    ctx: Context,
-    host: str = "127.0.0.1",
-    port: int = 5432,
-    user: str = "saline",
-    password: str | None = None,
-    dbname: str = "postgres",
-    lag_bytes: int = DEFAULT_LAG_BYTES,
-    timeout: int = 5,
-) -> dict[str, Any]:
-    """Replication state of the node at ``host:port``; see the module docstring."""
+def _connect(
+    host: str, port: int, user: str, password: str | None, dbname: str, timeout: int
+) -> Any:
+    """An autocommit connection; a password (when given, else libpq's PGPASSFILE) never
+    appears in the error."""
     import psycopg2  # type: ignore[import-untyped]
 
-    where = f"{host}:{port}"
     try:
         conn = psycopg2.connect(
             host=host,
@@ -127,9 +120,27 @@ def replication(
         message = str(exc).strip()
         if password:
             message = message.replace(password, "***")
-        raise ExecutionError(f"cannot connect to PostgreSQL at {where}: {message}") from None
+        raise ExecutionError(f"cannot connect to PostgreSQL at {host}:{port}: {message}") from None
+    conn.autocommit = True
+    return conn
+
+
+def replication(
+    ctx: Context,
+    host: str = "127.0.0.1",
+    port: int = 5432,
+    user: str = "saline",
+    password: str | None = None,
+    dbname: str = "postgres",
+    lag_bytes: int = DEFAULT_LAG_BYTES,
+    timeout: int = 5,
+) -> dict[str, Any]:
+    """Replication state of the node at ``host:port``; see the module docstring."""
+    import psycopg2
+
+    where = f"{host}:{port}"
+    conn = _connect(host, port, user, password, dbname, timeout)
     try:
-        conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = %s", (int(timeout) * 1000,))
             cur.execute("SELECT pg_is_in_recovery()")
@@ -143,4 +154,37 @@ def replication(
     return result
 
 
-FUNCTIONS = {"replication": replication}
+def resume_replay(
+    ctx: Context,
+    host: str = "127.0.0.1",
+    port: int = 5432,
+    user: str = "saline",
+    password: str | None = None,
+    dbname: str = "postgres",
+    timeout: int = 5,
+) -> dict[str, Any]:
+    """Resume WAL replay on a follower whose replay is paused (``pg_wal_replay_resume()``).
+
+    Needs a superuser or an explicit grant. Returns ``{"node", "was_paused"}``; on a leader
+    it refuses (there is nothing to resume and the call would fail).
+    """
+    import psycopg2
+
+    where = f"{host}:{port}"
+    conn = _connect(host, port, user, password, dbname, timeout)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            if not cur.fetchone()[0]:
+                raise ExecutionError(f"{where} is not a follower: no replay to resume")
+            cur.execute("SELECT pg_get_wal_replay_pause_state()")
+            state = cur.fetchone()[0]
+            cur.execute("SELECT pg_wal_replay_resume()")
+    except psycopg2.Error as exc:
+        raise ExecutionError(f"resuming replay failed on {where}: {exc}".strip()) from None
+    finally:
+        conn.close()
+    return {"node": where, "was_paused": state != "not paused"}
+
+
+FUNCTIONS = {"replication": replication, "resume_replay": resume_replay}

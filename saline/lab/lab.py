@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,16 @@ class Lab:
 
     # -- layout ------------------------------------------------------------------------
 
-    def write_layout(self, count: int, port: int, extra_minion: dict[str, Any] | None) -> None:
+    def write_layout(
+        self,
+        count: int,
+        port: int,
+        extra_minion: dict[str, Any] | None,
+        per_minion: Callable[[str], dict[str, Any]] | None = None,
+        extra_master: dict[str, Any] | None = None,
+    ) -> None:
+        """Write master and minion configs and keys; ``per_minion(id)`` adds to one minion's
+        config and ``extra_master`` to the master's (both override the defaults)."""
         d = ensure_dir(self.directory)
         for sub in ("states", "pillar", "reactors", "runbooks", "logs"):
             (d / sub).mkdir(exist_ok=True)  # files an operator put there are kept
@@ -125,6 +135,7 @@ class Lab:
             "pillar_roots": [str(d / "pillar")],
             "reactor_dirs": [str(d / "reactors")],
             "runbook_roots": [str(d / "runbooks")],
+            **(extra_master or {}),
         }
         self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
         minions: dict[str, Any] = {}
@@ -155,6 +166,7 @@ class Lab:
                 "grains": {"role": role_of(minion_id), "lab": True},
             }
             cfg.update(extra_minion or {})
+            cfg.update(per_minion(minion_id) if per_minion else {})
             path = mdir / "minion.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             minions[minion_id] = {"config": str(path)}
@@ -162,7 +174,14 @@ class Lab:
 
     # -- life cycle --------------------------------------------------------------------
 
-    def up(self, count: int, timeout: float = 30.0, extra: dict[str, Any] | None = None) -> float:
+    def up(
+        self,
+        count: int,
+        timeout: float = 30.0,
+        extra: dict[str, Any] | None = None,
+        per_minion: Callable[[str], dict[str, Any]] | None = None,
+        extra_master: dict[str, Any] | None = None,
+    ) -> float:
         """Lay out, start the master and ``count`` minions, wait until all are online.
 
         :returns: seconds from the first spawn until every minion answered presence.
@@ -171,7 +190,7 @@ class Lab:
             self.load()
             if any(self.running().values()):
                 raise LabError(f"a lab is already running in {self.directory}; `lab down` first")
-        self.write_layout(count, free_port(), extra)
+        self.write_layout(count, free_port(), extra, per_minion, extra_master)
         started = time.monotonic()
         logs = self.directory / "logs"
         self.start_master()

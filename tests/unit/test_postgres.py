@@ -158,4 +158,23 @@ def test_wrong_password_raises_without_password(ctx: Context, cluster: PgCluster
 
 
 def test_registered_in_functions() -> None:
-    assert {"replication": postgres.replication} == postgres.FUNCTIONS
+    assert {
+        "replication": postgres.replication,
+        "resume_replay": postgres.resume_replay,
+    } == postgres.FUNCTIONS
+
+
+def test_resume_replay_unpauses_a_follower_and_refuses_the_leader(
+    ctx: Context, cluster: PgCluster
+) -> None:
+    follower = _follower(cluster)
+    cluster.pause_replay(follower)
+    wait_for(lambda: check(ctx, cluster, follower)["replay_paused"], what="replay paused")
+    done = postgres.resume_replay(
+        ctx, host=follower.host, port=follower.port, password=cluster.password
+    )
+    assert done == {"node": f"{follower.host}:{follower.port}", "was_paused": True}
+    assert check(ctx, cluster, follower)["replay_paused"] is False
+    leader = _leader(cluster)
+    with pytest.raises(ExecutionError, match="not a follower"):
+        postgres.resume_replay(ctx, host=leader.host, port=leader.port, password=cluster.password)

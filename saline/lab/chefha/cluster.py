@@ -1,0 +1,317 @@
+"""``saline lab up --chef-ha``: a Chef HA cluster of real services on 127.0.1.x, with minions.
+
+be1..be3 run real PostgreSQL 15 (be1 leads, be2 and be3 stream from base backups), a real
+three-member etcd cluster and an Elasticsearch stand-in each; fe1 and fe2 hold a frontend's
+files. Every node is a saline minion with its own address, root directory and grains, whose
+``chef-backend-ctl``/``chef-server-ctl`` are the lab's shims. The master loads saline's
+shipped Chef HA rules, runbooks and state tree.
+"""
+
+import secrets
+import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from saline.lab import processes
+from saline.lab.chefha import layout, pg, procs
+from saline.lab.chefha.state import BACKENDS, FRONTENDS, ChefLabError, load, save
+from saline.lab.lab import Lab, LabError
+
+DEFAULT_SUBNET = "127.0.1"
+_REPO = Path(__file__).resolve().parents[3]
+SHIPPED_STATES = _REPO / "states" / "tree"
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise ChefLabError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:  # noqa: S310 - lab http URLs
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+class ChefLab:
+    """The Chef HA lab in ``directory``: up, status, down."""
+
+    def __init__(self, directory: Path, subnet: str = DEFAULT_SUBNET) -> None:
+        self.directory = directory
+        self.subnet = subnet
+        self.lab = Lab(directory)
+
+    # -- up ----------------------------------------------------------------------------------
+
+    def up(self, timeout: float = 60.0) -> dict[str, float]:
+        """Start services, master and minions; :returns: seconds per phase."""
+        if self.lab.state_file.exists():
+            self.lab.load()
+            if any(self.lab.running().values()):
+                raise LabError(f"a lab is already running in {self.directory}; `lab down` first")
+        if (self.directory / "chefha.json").exists():
+            self.stop_services()
+        timings: dict[str, float] = {}
+        started = time.monotonic()
+        data = self._layout()
+        try:
+            self._start_postgres(data)
+            timings["postgresql"] = time.monotonic() - started
+            self._start_processes(data)
+            timings["etcd+elasticsearch"] = time.monotonic() - started - timings["postgresql"]
+            save(self.directory, data)
+            mark = time.monotonic()
+            self.lab.up(
+                len(BACKENDS) + len(FRONTENDS),
+                timeout=timeout,
+                per_minion=lambda minion_id: self._minion_config(data, minion_id),
+                extra_master=self._master_config(),
+            )
+            timings["minions"] = time.monotonic() - mark
+        except BaseException:
+            save(self.directory, data)
+            self.down()
+            raise
+        self._write_pillar(data)
+        timings["total"] = time.monotonic() - started
+        return timings
+
+    def _layout(self) -> dict[str, Any]:
+        d = self.directory
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o711)  # postgres must traverse to its data dirs; listings stay private
+        shutil.rmtree(d / "nodes", ignore_errors=True)
+        addresses = layout.addresses(self.subnet)
+        password, repl = secrets.token_hex(16), secrets.token_hex(16)
+        cidrs = layout.cidr_list(self.subnet)
+        backend_addrs = [addresses[b] for b in BACKENDS]
+        initial = ",".join(f"{b}=http://{addresses[b]}:{layout.ETCD_PEER_PORT}" for b in BACKENDS)
+        token = f"saline-lab-{secrets.token_hex(4)}"
+        nodes: dict[str, Any] = {}
+        for name in (*BACKENDS, *FRONTENDS):
+            root = d / "nodes" / name
+            root.mkdir(parents=True)
+            for part in (root.parent, root):
+                part.chmod(0o755)
+            address = addresses[name]
+            node: dict[str, Any] = {"name": name, "address": address, "root": str(root)}
+            if name in BACKENDS:
+                node["role"] = "backend"
+                services = layout.backend_services(root, address)
+                etcd = services["etcd"]
+                etcd["argv"] = procs.etcd_argv(name, etcd, initial, token)
+                etcd["marker"] = etcd["data_dir"]
+                es = services["elasticsearch"]
+                Path(es["data_dir"]).mkdir(parents=True, exist_ok=True)
+                es["argv"] = procs.es_argv(address, es)
+                es["marker"] = es["state_file"]
+                node["services"] = services
+                layout.write_backend_files(root, address, cidrs, password)
+                node["ctl"] = str(
+                    layout.write_shim(
+                        root, "chef-backend-ctl", "saline.lab.chefha.backend_ctl", d, name
+                    )
+                )
+            else:
+                node["role"] = "frontend"
+                node["services"] = {}
+                layout.write_frontend_files(root, f"{name}.lab", backend_addrs, password)
+                node["ctl"] = str(
+                    layout.write_shim(
+                        root, "chef-server-ctl", "saline.lab.chefha.server_ctl", d, name
+                    )
+                )
+            nodes[name] = node
+        data = {
+            "dir": str(d),
+            "subnet": self.subnet,
+            "secrets": {"password": password, "repl_password": repl},
+            "leader": BACKENDS[0],
+            "target_level": {"major": 3, "minor": 13},
+            "nodes": nodes,
+        }
+        save(d, data)
+        return data
+
+    def _start_postgres(self, data: dict[str, Any]) -> None:
+        leader = data["nodes"][data["leader"]]
+        lsvc = leader["services"]["postgresql"]
+        pg.init_leader(lsvc, leader["address"], leader["name"], data["secrets"])
+        lsvc["role"] = "leader"
+        for name in BACKENDS[1:]:
+            node = data["nodes"][name]
+            svc = node["services"]["postgresql"]
+            pg.clone(
+                svc,
+                node["address"],
+                name,
+                (leader["address"], lsvc["port"]),
+                data["secrets"]["repl_password"],
+            )
+            svc["role"] = "follower"
+
+    def _start_processes(self, data: dict[str, Any]) -> None:
+        for name in BACKENDS:
+            services = data["nodes"][name]["services"]
+            for svc in (services["etcd"], services["elasticsearch"]):
+                procs.start(svc)
+        for name in BACKENDS:
+            node = data["nodes"][name]
+            etcd, es = node["services"]["etcd"], node["services"]["elasticsearch"]
+            _wait(lambda u=etcd["client_url"]: _http_ok(f"{u}/health"), 30, f"etcd on {name}")
+            es_url = f"http://{node['address']}:{es['port']}/"
+            _wait(lambda u=es_url: _http_ok(u), 30, f"elasticsearch stand-in on {name}")
+
+    # -- configs -----------------------------------------------------------------------------
+
+    def _master_config(self) -> dict[str, Any]:
+        return {
+            "file_roots": [str(SHIPPED_STATES), str(self.directory / "states")],
+            "job_timeout": 60.0,
+        }
+
+    def _minion_config(self, data: dict[str, Any], minion_id: str) -> dict[str, Any]:
+        node = data["nodes"][minion_id]
+        address, root = node["address"], node["root"]
+        grains = {
+            "role": node["role"],
+            "lab": True,
+            "publish_address": address,
+            "chef_root": root,
+        }
+        if node["role"] == "frontend":
+            return {
+                "grains": grains,
+                "env": {"SALINE_CHEF_SERVER_CTL": node["ctl"]},
+                "beacons": {
+                    "migration_level": {
+                        "path": f"{root}/{layout.MIGRATION_LEVEL}",
+                        "interval": 1,
+                        "announce": True,
+                    }
+                },
+            }
+        services = node["services"]
+        return {
+            "grains": grains,
+            "env": {"SALINE_CHEF_BACKEND_CTL": node["ctl"]},
+            "beacons": {
+                "pg_replication": {
+                    "host": address,
+                    "port": services["postgresql"]["port"],
+                    "user": "saline",
+                    "password": data["secrets"]["password"],
+                    "timeout": 2,
+                    "interval": 1,
+                    "announce": True,
+                },
+                "etcd_member": {
+                    "beacon": "etcd_health",
+                    "endpoints": [services["etcd"]["client_url"]],
+                    "timeout": 1,
+                    "interval": 1,
+                },
+                "elasticsearch_health": {
+                    "url": f"http://{address}:{services['elasticsearch']['port']}",
+                    "timeout": 1,
+                    "interval": 1,
+                },
+                "config_drift": {
+                    "path": f"{root}/{layout.BACKEND_RB}",
+                    "expected": {
+                        "postgresql.md5_auth_cidr_addresses": layout.cidr_list(data["subnet"])
+                    },
+                    "interval": 1,
+                    "announce": True,
+                },
+            },
+        }
+
+    def _write_pillar(self, data: dict[str, Any]) -> None:
+        nodes = data["nodes"]
+        pillar = {
+            "chef_ha": {
+                "backends": {b: nodes[b]["address"] for b in BACKENDS},
+                "frontends": {f: nodes[f]["address"] for f in FRONTENDS},
+                "md5_auth_cidr_addresses": layout.cidr_list(data["subnet"]),
+                "accounts": False,
+                "secrets_owner": "root",
+                "secrets_group": "root",
+                "backend_ctl": "chef-backend-ctl",
+                "server_ctl": "chef-server-ctl",
+            }
+        }
+        pdir = self.directory / "pillar"
+        (pdir / "top.yaml").write_text("'*': [chef_ha]\n")
+        (pdir / "chef_ha.yaml").write_text(yaml.safe_dump(pillar, sort_keys=False))
+
+    # -- down and status ---------------------------------------------------------------------
+
+    def stop_services(self) -> None:
+        """Stop every service the lab record names (nothing else)."""
+        try:
+            data = load(self.directory)
+        except ChefLabError:
+            return
+        for node in data["nodes"].values():
+            for name, svc in node.get("services", {}).items():
+                if name == "postgresql":
+                    try:
+                        pg.stop(svc, "immediate")
+                    except ChefLabError as e:
+                        print(f"{node['name']}: {e}", file=sys.stderr)
+                elif "argv" in svc:
+                    procs.kill(svc)
+        save(self.directory, data)
+
+    def down(self) -> list[str]:
+        stopped: list[str] = []
+        if self.lab.state_file.exists():
+            stopped = self.lab.down()
+        self.stop_services()
+        processes.reap()
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        report = self.lab.status()
+        data = load(self.directory)
+        nodes: dict[str, Any] = {}
+        for name, node in data["nodes"].items():
+            services: dict[str, Any] = {}
+            for sname, svc in node.get("services", {}).items():
+                pid = (
+                    pg.postmaster_pid(svc)
+                    if sname == "postgresql"
+                    else (svc.get("pid") if procs.running(svc) else None)
+                )
+                services[sname] = {
+                    "port": svc.get("port"),
+                    "data_dir": svc.get("data_dir"),
+                    "pid": pid,
+                    "running": pid is not None,
+                    **({"role": svc["role"]} if "role" in svc else {}),
+                }
+            nodes[name] = {
+                "address": node["address"],
+                "role": node["role"],
+                "root": node["root"],
+                "ctl": node["ctl"],
+                "minion": report["minions"].get(name, {}),
+                "services": services,
+            }
+        return {**report, "chef_ha": True, "leader": data["leader"], "nodes": nodes}
+
+
+def lab_record(directory: Path) -> dict[str, Any]:
+    """The raw record (passwords included) for tests and tools on this machine."""
+    return load(directory)

@@ -1,0 +1,176 @@
+"""``saline lab fault KIND NODE``: break one thing of the Chef HA lab on purpose, for real.
+
+Each fault acts on the real service or file (PostgreSQL through SQL and ``pg_ctl``, etcd
+and the Elasticsearch stand-in through their processes, the formula's files on disk) and
+returns a sentence saying what it did. PostgreSQL faults refuse the leader: saline's rules
+never touch it, and the lab's faults are what the rules are meant to heal.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from saline.lab.chefha import layout, pg, procs
+from saline.lab.chefha.state import ChefLabError, locked, node
+
+Fault = Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+def _follower(data: dict[str, Any], me: dict[str, Any]) -> dict[str, Any]:
+    if me["role"] != "backend":
+        raise ChefLabError(f"{me['name']} is a {me['role']}: PostgreSQL faults need a backend")
+    if me["name"] == data["leader"]:
+        raise ChefLabError(f"{me['name']} is the PostgreSQL leader: lab faults break followers")
+    svc: dict[str, Any] = me["services"]["postgresql"]
+    return svc
+
+
+def _leader(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    leader = data["nodes"][data["leader"]]
+    return leader, leader["services"]["postgresql"]
+
+
+def pg_stop(data: dict[str, Any], me: dict[str, Any]) -> str:
+    pg.stop(_follower(data, me), "immediate")
+    return f"stopped PostgreSQL on {me['name']} (pg_ctl stop -m immediate)"
+
+
+def pg_pause_replay(data: dict[str, Any], me: dict[str, Any]) -> str:
+    pg.query(me["address"], _follower(data, me), data["secrets"]["password"],
+             "SELECT pg_wal_replay_pause()")  # fmt: skip
+    return f"paused WAL replay on {me['name']} (pg_wal_replay_pause())"
+
+
+def pg_break_upstream(data: dict[str, Any], me: dict[str, Any]) -> str:
+    svc = _follower(data, me)
+    leader, _ = _leader(data)
+    # the leader's address with a port nothing listens on: the WAL receiver cannot connect
+    pg.follow(svc, me["address"], me["name"], (leader["address"], 1), data["secrets"])
+    return f"pointed {me['name']}'s primary_conninfo at {leader['address']}:1 (nothing there)"
+
+
+def pg_wal_gone(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """Stop the follower, churn WAL on the leader until the segment it needs is recycled."""
+    svc = _follower(data, me)
+    password = data["secrets"]["password"]
+    leader, lsvc = _leader(data)
+    (replayed,) = pg.query(me["address"], svc, password, "SELECT pg_last_wal_replay_lsn()")[0]
+    pg.stop(svc, "immediate")
+    (needed,) = pg.query(leader["address"], lsvc, password, "SELECT pg_walfile_name(%s)",
+                         (replayed,))[0]  # fmt: skip
+    pg.query(leader["address"], lsvc, password,
+             "CREATE TABLE IF NOT EXISTS saline_lab_churn (n int)")  # fmt: skip
+    for rounds in range(1, 41):
+        pg.query(leader["address"], lsvc, password,
+                 "INSERT INTO saline_lab_churn SELECT 1; SELECT pg_switch_wal()")  # fmt: skip
+        pg.query(leader["address"], lsvc, password, "CHECKPOINT")
+        segments = pg.query(
+            leader["address"], lsvc, password,
+            "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+        )  # fmt: skip
+        oldest = segments[0][0]
+        if oldest is not None and oldest[8:] > needed[8:]:
+            pg.start(svc)
+            return (
+                f"{me['name']} needs WAL segment {needed}; after {rounds} switch(es) the "
+                f"leader's oldest is {oldest}: only a re-clone can bring it back"
+            )
+    pg.start(svc)
+    raise ChefLabError(f"the leader still keeps segment {needed} after 40 WAL switches")
+
+
+def etcd_kill(data: dict[str, Any], me: dict[str, Any]) -> str:
+    svc = _backend(me)["etcd"]
+    if not procs.kill(svc):
+        raise ChefLabError(f"etcd on {me['name']} is not running")
+    return f"killed etcd on {me['name']} (SIGKILL, pid {svc['pid']})"
+
+
+def _backend(me: dict[str, Any]) -> dict[str, Any]:
+    if me["role"] != "backend":
+        raise ChefLabError(f"{me['name']} is a {me['role']}: this fault needs a backend")
+    services: dict[str, Any] = me["services"]
+    return services
+
+
+def _es_state(me: dict[str, Any], state: dict[str, Any]) -> None:
+    path = Path(_backend(me)["elasticsearch"]["state_file"])
+    # "at" makes every write a change the stand-in rereads, even for the same health twice
+    path.write_text(json.dumps({**state, "at": time.time()}))
+
+
+def es_yellow(data: dict[str, Any], me: dict[str, Any]) -> str:
+    _es_state(me, {"health": "yellow"})
+    return f"Elasticsearch on {me['name']}: replica shards failed allocation (yellow)"
+
+
+def es_red(data: dict[str, Any], me: dict[str, Any]) -> str:
+    _es_state(me, {"health": "red"})
+    return f"Elasticsearch on {me['name']}: a primary shard failed allocation (red)"
+
+
+def es_stop(data: dict[str, Any], me: dict[str, Any]) -> str:
+    if not procs.kill(_backend(me)["elasticsearch"]):
+        raise ChefLabError(f"Elasticsearch on {me['name']} is not running")
+    return f"killed the Elasticsearch service on {me['name']}"
+
+
+def _frontend_root(me: dict[str, Any]) -> Path:
+    if me["role"] != "frontend":
+        raise ChefLabError(f"{me['name']} is a {me['role']}: migration faults need a frontend")
+    return Path(me["root"])
+
+
+def migration_drift(data: dict[str, Any], me: dict[str, Any]) -> str:
+    path = _frontend_root(me) / layout.MIGRATION_LEVEL
+    level = json.loads(path.read_text())
+    level["minor"] -= 1
+    path.write_text(json.dumps(level) + "\n")
+    return f"{me['name']}'s migration-level set back to {level['major']}.{level['minor']}"
+
+
+def migration_missing(data: dict[str, Any], me: dict[str, Any]) -> str:
+    (_frontend_root(me) / layout.MIGRATION_LEVEL).unlink()
+    return f"removed {me['name']}'s migration-level file"
+
+
+def md5_auth(data: dict[str, Any], me: dict[str, Any]) -> str:
+    _backend(me)
+    path = Path(me["root"]) / layout.BACKEND_RB
+    cidrs = [*layout.cidr_list(data["subnet"]), "10.99.0.0/16"]
+    path.write_text(layout.backend_rb(me["address"], cidrs))
+    return f"{me['name']}'s chef-backend.rb: md5_auth_cidr_addresses now {cidrs}"
+
+
+def secrets_mode(data: dict[str, Any], me: dict[str, Any]) -> str:
+    _backend(me)
+    path = Path(me["root"]) / "etc/chef-backend/secrets.json"
+    path.chmod(0o644)
+    return f"{path} is now world-readable (0644, want 0640)"
+
+
+FAULTS: dict[str, Fault] = {
+    "pg-stop": pg_stop,
+    "pg-pause-replay": pg_pause_replay,
+    "pg-break-upstream": pg_break_upstream,
+    "pg-wal-gone": pg_wal_gone,
+    "etcd-kill": etcd_kill,
+    "es-yellow": es_yellow,
+    "es-red": es_red,
+    "es-stop": es_stop,
+    "migration-drift": migration_drift,
+    "migration-missing": migration_missing,
+    "md5-auth": md5_auth,
+    "secrets-mode": secrets_mode,
+}
+
+
+def inject(directory: Path, kind: str, name: str) -> str:
+    """Inject fault ``kind`` on node ``name``; :returns: what was done."""
+    fault = FAULTS.get(kind)
+    if fault is None:
+        raise ChefLabError(f"unknown fault {kind!r} (one of: {', '.join(FAULTS)})")
+    with locked(directory) as data:
+        return fault(data, node(data, name))

@@ -1,0 +1,169 @@
+"""saline's shipped Chef HA rules (reactors/rules/chef_ha.yaml) through the real rule engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from master.reactor import SHIPPED_RULES, SHIPPED_RUNBOOKS
+from reactors.engine import evaluate, finish
+from reactors.model import Decision, Event, Verdict
+from reactors.rules import OrchestrateAction, Rule, load_rules
+from reactors.runbook import find_runbook, load_runbook, render_steps
+from reactors.state import ReactorState
+from reactors.view import StaticView
+
+RULES = load_rules([SHIPPED_RULES])
+INVENTORY = {
+    "be1": {"role": "backend"},
+    "be2": {"role": "backend"},
+    "be3": {"role": "backend"},
+    "fe1": {"role": "frontend"},
+    "fe2": {"role": "frontend"},
+}
+
+
+def view(**observations: dict[str, dict[str, Any]]) -> StaticView:
+    base: dict[str, dict[str, dict[str, Any]]] = {
+        "be1": {"pg_replication": {"role": "leader", "state": "leader"}},
+        "be2": {"pg_replication": {"role": "follower", "state": "in_sync"}},
+        "be3": {"pg_replication": {"role": "follower", "state": "in_sync"}},
+    }
+    for minion, by_beacon in observations.items():
+        base.setdefault(minion, {}).update(by_beacon)
+    return StaticView(INVENTORY, observations=base)
+
+
+def rule(name: str) -> list[Rule]:
+    return [r for r in RULES if r.name == name]
+
+
+def out_of_sync(minion: str) -> Event:
+    return Event(
+        tag=f"saline/beacon/{minion}/pg_replication/out_of_sync",
+        minion=minion,
+        data={"role": "follower", "node": f"127.0.1.{minion[-1]}:5432", "state": "out_of_sync"},
+    )
+
+
+def only(decisions: list[Decision]) -> Decision:
+    assert len(decisions) == 1, decisions
+    return decisions[0]
+
+
+def test_every_rule_names_a_shipped_runbook_that_renders() -> None:
+    for r in RULES:
+        for action in r.do:
+            if isinstance(action, OrchestrateAction):
+                runbook = load_runbook(find_runbook(action.runbook, [SHIPPED_RUNBOOKS]))
+                example = {k: v or "be2" for k, v in runbook.vars.items()}
+                example |= {"drifted": ["fe2"], "major": 3, "minor": 13}
+                assert render_steps(runbook, example)
+
+
+def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
+    decision = only(
+        evaluate(
+            out_of_sync("be2"), rule("chef-pg-follower-out-of-sync"), view(), ReactorState(), 0
+        )
+    )
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    action = decision.actions[0].action
+    assert isinstance(action, OrchestrateAction)
+    assert action.runbook == "chef/heal_follower"
+    assert action.vars == {"node": "be2", "host": "127.0.1.2", "port": "5432", "leader": "be1"}
+
+
+def test_no_known_leader_escalates_instead_of_guessing() -> None:
+    no_leader = view(be1={"pg_replication": {"state": "down"}})
+    decision = only(
+        evaluate(
+            out_of_sync("be2"), rule("chef-pg-follower-out-of-sync"), no_leader, ReactorState(), 0
+        )
+    )
+    assert decision.verdict is Verdict.ESCALATE
+    assert "cannot build actions" in decision.reason
+
+
+def test_two_followers_are_never_healed_together() -> None:
+    state = ReactorState()
+    rules = rule("chef-pg-follower-out-of-sync") + rule("chef-pg-follower-down")
+    first = only(evaluate(out_of_sync("be2"), rules[:1], view(), state, 0))
+    assert first.verdict is Verdict.FIRE
+    down = Event(
+        tag="saline/beacon/be3/pg_replication/down",
+        minion="be3",
+        data={"node": "127.0.1.3:5432", "previous": "in_sync", "state": "down"},
+    )
+    second = only(evaluate(down, rules[1:], view(), state, 1))
+    assert second.verdict is Verdict.SKIP
+    assert "in flight" in second.reason
+    assert first.reaction_id is not None
+    finish(state, first.reaction_id, 2, ok=True)
+    third = only(evaluate(down, rules[1:], view(), state, 3))
+    assert third.verdict is Verdict.FIRE, third.reason
+
+
+def test_a_leader_that_goes_down_is_not_the_ladders_business() -> None:
+    down = Event(
+        tag="saline/beacon/be1/pg_replication/down",
+        minion="be1",
+        data={"node": "127.0.1.1:5432", "previous": "leader", "state": "down"},
+    )
+    decision = only(evaluate(down, rule("chef-pg-follower-down"), view(), ReactorState(), 0))
+    assert decision.verdict is Verdict.SKIP
+
+
+def test_a_fix_that_does_not_hold_escalates() -> None:
+    state = ReactorState()
+    rules = rule("chef-pg-follower-out-of-sync")
+    verdicts = []
+    for t in (0.0, 30.0, 60.0):
+        decision = only(evaluate(out_of_sync("be2"), rules, view(), state, t))
+        verdicts.append(decision.verdict)
+        if decision.reaction_id:
+            finish(state, decision.reaction_id, t + 1, ok=True)
+    assert verdicts == [Verdict.FIRE, Verdict.FIRE, Verdict.ESCALATE]
+
+
+def levels(fe1: Any, fe2: Any) -> StaticView:
+    return view(fe1={"migration_level": {"level": fe1}}, fe2={"migration_level": {"level": fe2}})
+
+
+@pytest.mark.parametrize(
+    ("fe1", "fe2", "drifted", "reference"),
+    [
+        ([3, 13], [3, 12], ["fe2"], (3, 13)),
+        ([3, 12], [4, 0], ["fe1"], (4, 0)),
+        ([3, 13], None, ["fe2"], (3, 13)),
+    ],
+)
+def test_migration_drift_copies_the_highest_level(
+    fe1: Any, fe2: Any, drifted: list[str], reference: tuple[int, int]
+) -> None:
+    event = Event(tag="saline/beacon/fe2/migration_level/changed", minion="fe2")
+    decision = only(
+        evaluate(event, rule("chef-migration-level-drift"), levels(fe1, fe2), ReactorState(), 0)
+    )
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    action = decision.actions[0].action
+    assert isinstance(action, OrchestrateAction)
+    assert action.vars["drifted"] == drifted
+    assert (action.vars["major"], action.vars["minor"]) == reference
+
+
+def test_equal_migration_levels_do_nothing() -> None:
+    event = Event(tag="saline/beacon/fe2/migration_level/present", minion="fe2")
+    decision = only(
+        evaluate(
+            event, rule("chef-migration-level-drift"), levels([3, 13], [3, 13]), ReactorState(), 0
+        )
+    )
+    assert decision.verdict is Verdict.SKIP
+    assert decision.reason == "condition false"
+
+
+def test_shipped_rules_load_from_the_package_path() -> None:
+    assert Path(SHIPPED_RULES, "chef_ha.yaml").is_file()
