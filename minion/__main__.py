@@ -39,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _import_without_openssl()
 
-    from minion.config import load_minion_config
+    from minion.config import apply_env, load_minion_config
     from minion.daemon import run_minion
     from saline.errors import SalineError
     from saline.logs import setup_logging
 
     try:
         config, _ = load_minion_config(args.config)
+        # first thing after loading: beacons, jobs and their commands read os.environ
+        apply_env(config)
         setup_logging(args.log_level or config.log_level, config.log_file, "saline-minion")
         run_minion(config)
     except SalineError as e:

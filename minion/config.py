@@ -1,15 +1,20 @@
 """MinionConfig: every setting of ``saline minion``, validated by pydantic."""
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from minion.beacons.config import BeaconsConfig
 from saline.config import load_yaml_model, resolve_config_path
 from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
 DEFAULT_MINION_CONFIG = "/etc/saline/minion.yaml"
+
+#: POSIX portable environment variable names (IEEE Std 1003.1, 8.1): no "=", no leading digit
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class ServiceSpec(BaseModel):
@@ -58,8 +63,34 @@ class MinionConfig(BaseModel):
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
     #: beacons run inside the minion: instance name -> {beacon, interval, reassert, params}
     beacons: BeaconsConfig = Field(default_factory=dict)
+    #: environment variables set in the minion process at start (see :func:`apply_env`), so
+    #: beacons, jobs and the commands jobs run all see them (the lab points
+    #: SALINE_CHEF_BACKEND_CTL at a per-node shim this way)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        # checked here rather than by os.environ at start, so the error names file and line
+        for name, value in env.items():
+            if not re.fullmatch(ENV_NAME_PATTERN, name):
+                raise ValueError(
+                    f"invalid environment variable name {name!r} (allowed: {ENV_NAME_PATTERN})"
+                )
+            if "\0" in value:
+                raise ValueError(f"the value of {name} contains a NUL character")
+        return env
 
 
 def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:
     resolved = resolve_config_path(path, DEFAULT_MINION_CONFIG)
     return load_yaml_model(resolved, MinionConfig), resolved
+
+
+def apply_env(config: MinionConfig) -> None:
+    """Set ``config.env`` in this process's environment, overriding inherited values.
+
+    Call it once at start, before beacons or jobs run: they read ``os.environ`` directly and
+    jobs' children inherit it, so nothing else needs to pass the variables along.
+    """
+    os.environ.update(config.env)

@@ -5,8 +5,13 @@ Each key names a beacon instance; its type is ``beacon:``, or the key itself::
     beacons:
       service: {services: [nginx], interval: 5}
       etcd_watch: {beacon: service, services: [etcd], reassert: 60}
+      pg_replication: {user: saline, announce: true}
 
-Keys other than the four below are the beacon's own parameters. They are validated by the
+``announce: true`` makes the runner emit each key's first observation even when it is good,
+so the master's cluster view knows every node's state from the start (which PostgreSQL node
+leads, each backend's clock offset...) instead of only learning of bad ones.
+
+Keys other than the five below are the beacon's own parameters. They are validated by the
 beacon's ``Config`` model when the runner is built (the beacon may come from a plugin),
 so a bad parameter stops the minion at start with a message naming the beacon and field.
 """
@@ -34,6 +39,8 @@ class BeaconSpec(BaseModel):
     reassert: float | None = Field(default=None, gt=0)
     #: a disabled beacon is validated but never checked
     enabled: bool = True
+    #: emit each key's first observation whatever its state (by default only a bad one)
+    announce: bool = False
 
     @property
     def params(self) -> dict[str, Any]:

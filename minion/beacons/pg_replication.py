@@ -12,7 +12,7 @@ States (one observation, keyed ``host:port``):
 
 Data: ``node``, ``role``; for a follower ``problems``, ``lag_bytes``, ``replay_paused``,
 ``receiver_status`` and ``wal_receiver``; for a leader ``follower_count`` and ``followers``;
-for ``down``, ``error``.
+for ``down``, ``error`` and ``role`` (the role last seen, or null).
 
 Example::
 
@@ -48,6 +48,9 @@ class PgReplicationBeacon(Beacon):
     Config = PgReplicationBeaconConfig
     config: PgReplicationBeaconConfig
 
+    #: the role seen at the last successful check (None before any)
+    _last_role: str | None = None
+
     def check(self) -> list[Observation]:
         cfg = self.config
         key = f"{cfg.host}:{cfg.port}"
@@ -69,7 +72,11 @@ class PgReplicationBeacon(Beacon):
                 timeout=cfg.timeout,
             )
         except ExecutionError as exc:
-            return [Observation(key, "down", bad=True, data={"node": key, "error": str(exc)})]
+            # the role it had when last seen: a follower that is down is the ladder's to heal,
+            # a leader that is down is not (leaderl fails over)
+            data = {"node": key, "role": self._last_role, "error": str(exc)}
+            return [Observation(key, "down", bad=True, data=data)]
+        self._last_role = result["role"]
         return [self.observe(key, result)]
 
     @staticmethod

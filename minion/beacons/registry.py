@@ -7,6 +7,7 @@ config and execution modules.
 
 from minion.beacons.base import Beacon
 from minion.beacons.chef_backend_status import ChefBackendStatusBeacon
+from minion.beacons.config_drift import ConfigDriftBeacon
 from minion.beacons.diskusage import DiskUsageBeacon
 from minion.beacons.elasticsearch_health import ElasticsearchHealthBeacon
 from minion.beacons.etcd_health import EtcdHealthBeacon
@@ -16,6 +17,7 @@ from minion.beacons.migration_level import MigrationLevelBeacon
 from minion.beacons.pg_replication import PgReplicationBeacon
 from minion.beacons.process import ProcessBeacon
 from minion.beacons.service import ServiceBeacon
+from minion.beacons.time_drift import TimeDriftBeacon
 
 BEACONS: dict[str, type[Beacon]] = {
     "service": ServiceBeacon,
@@ -29,4 +31,6 @@ BEACONS: dict[str, type[Beacon]] = {
     "elasticsearch_health": ElasticsearchHealthBeacon,
     "migration_level": MigrationLevelBeacon,
     "chef_backend_status": ChefBackendStatusBeacon,
+    "time_drift": TimeDriftBeacon,
+    "config_drift": ConfigDriftBeacon,
 }

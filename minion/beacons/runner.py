@@ -2,7 +2,8 @@
 
 Edge semantics, per (beacon instance, observation key):
 
-* the first observation is remembered and emitted only if it is bad;
+* the first observation is remembered and emitted only if it is bad, or whatever its state
+  with ``announce: true`` (so the master's view holds every node's state from the start);
 * afterwards an event is emitted whenever the state changes (recoveries included);
 * with ``reassert: N``, a bad state that persists is emitted again every N seconds;
 * a ``transient`` observation (the file beacon's ``changed``) is emitted every time it is
@@ -42,6 +43,8 @@ class ScheduledBeacon:
     beacon: Beacon
     interval: float
     reassert: float | None
+    #: emit the first observation of each key even when it is good
+    announce: bool = False
 
 
 @dataclass
@@ -78,7 +81,7 @@ def build_beacon(
         beacon = cls(config, ctx)
     except Exception as exc:
         raise ConfigError(f"{where}: cannot set up the {kind} beacon: {exc}") from exc
-    return ScheduledBeacon(name, beacon, spec.interval, spec.reassert)
+    return ScheduledBeacon(name, beacon, spec.interval, spec.reassert, spec.announce)
 
 
 class BeaconRunner:
@@ -165,7 +168,7 @@ class BeaconRunner:
         if obs.transient:
             return True
         if tracked is None:
-            return obs.bad
+            return obs.bad or sched.announce
         if obs.state != tracked.state:
             return True
         return (

@@ -13,6 +13,7 @@ from minion.modules import (
     file,
     grains,
     postgres,
+    preflight,
     service,
     state,
     test,
@@ -32,6 +33,7 @@ MODULES: dict[str, ModuleType] = {
     "elasticsearch": elasticsearch,
     "postgres": postgres,
     "etcd": etcd,
+    "preflight": preflight,
 }
 
 

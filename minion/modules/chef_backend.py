@@ -1,7 +1,12 @@
 """chef_backend.*: inspect and drive the Chef Backend (HA) cluster through ``chef-backend-ctl``.
 
 The tool is ``chef-backend-ctl`` from PATH unless ``SALINE_CHEF_BACKEND_CTL`` names another
-executable (the lab points it at a shim). Commands run as argv lists, never through a shell.
+executable (the lab points it at a shim). Commands run as argv lists, never through a shell,
+and every argument is validated before anything runs.
+
+``install_from_pillar`` and ``pillar_matches`` (shared with ``chef_server.*``) hand a file
+such as ``chef-backend-secrets.json`` from one node to another through the pillar: see
+``chef_server.install_from_pillar``.
 """
 
 import ipaddress
@@ -11,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from minion.modules import cmd
+from minion.modules import chef_server, cmd
 from minion.modules.base import Context, ExecutionError, Outcome
 
 TOOL_ENV = "SALINE_CHEF_BACKEND_CTL"
@@ -19,6 +24,8 @@ DEFAULT_TOOL = "chef-backend-ctl"
 
 #: services every backend node runs; one missing from ``status`` makes the node unhealthy
 EXPECTED_SERVICES = ("elasticsearch", "etcd", "leaderl", "postgresql")
+#: services ``start``/``stop``/``restart`` accept (the reference's "Services and Secrets")
+SERVICES = frozenset({*EXPECTED_SERVICES, "epmd"})
 
 _HEADER = re.compile(r"^Service\s+Local Status\s+Time in State\s+Distributed Node Status\s*$")
 _ROW = re.compile(
@@ -225,10 +232,91 @@ def gen_server_config(ctx: Context, fqdn: str, path: str, timeout: float = 120) 
     return _run(ctx, ["gen-server-config", host, "-f", path], timeout)
 
 
+def _check_service(service: Any) -> str:
+    if not isinstance(service, str) or service not in SERVICES:
+        raise ExecutionError(
+            f"service must be one of {', '.join(sorted(SERVICES))}, got {service!r}"
+        )
+    return service
+
+
+def start(ctx: Context, service: str, timeout: float = 300) -> Outcome:
+    """Start one backend service (``chef-backend-ctl start SERVICE``).
+
+    Args:
+        service: one of elasticsearch, epmd, etcd, leaderl, postgresql.
+        timeout: seconds before the command is killed.
+    """
+    return _run(ctx, ["start", _check_service(service)], timeout)
+
+
+def stop(ctx: Context, service: str, timeout: float = 300) -> Outcome:
+    """Stop one backend service (``chef-backend-ctl stop SERVICE``).
+
+    Args:
+        service: one of elasticsearch, epmd, etcd, leaderl, postgresql.
+        timeout: seconds before the command is killed.
+    """
+    return _run(ctx, ["stop", _check_service(service)], timeout)
+
+
+def restart(ctx: Context, service: str, timeout: float = 300) -> Outcome:
+    """Restart one backend service (``chef-backend-ctl restart SERVICE``).
+
+    Args:
+        service: one of elasticsearch, epmd, etcd, leaderl, postgresql.
+        timeout: seconds before the command is killed.
+    """
+    return _run(ctx, ["restart", _check_service(service)], timeout)
+
+
+def create_cluster(ctx: Context, timeout: float = 1800) -> Outcome:
+    """Bootstrap the cluster on this, its first node (``chef-backend-ctl create-cluster``).
+
+    Runs with ``--accept-license --yes``: a job has no terminal to answer prompts on. This node
+    writes the shared ``/etc/chef-backend/chef-backend-secrets.json`` the others join with.
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    return _run(ctx, ["create-cluster", "--accept-license", "--yes"], timeout)
+
+
+def join_cluster(ctx: Context, leader: str, secrets: str, timeout: float = 1800) -> Outcome:
+    """Join this node to the cluster (``chef-backend-ctl join-cluster LEADER -s SECRETS``).
+
+    Runs with ``--accept-license --yes``. Join nodes one after another, never in parallel
+    (the reference: the cluster may fail to become available otherwise).
+
+    Args:
+        leader: IP address or hostname of the node that created the cluster.
+        secrets: absolute path of this node's copy of ``chef-backend-secrets.json``.
+        timeout: seconds before the command is killed.
+    """
+    host = _check_host(leader, "leader", allow_ip=True)
+    if (
+        not isinstance(secrets, str)
+        or not os.path.isabs(secrets)
+        or secrets.startswith("-")
+        or "\0" in secrets
+    ):
+        raise ExecutionError(f"secrets must be an absolute file path, got {secrets!r}")
+    argv = ["join-cluster", host, "-s", secrets, "--accept-license", "--yes"]
+    return _run(ctx, argv, timeout)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "status": status,
     "cluster_status": cluster_status,
     "reconfigure": reconfigure,
     "pgsql_follow": pgsql_follow,
     "gen_server_config": gen_server_config,
+    "start": start,
+    "stop": stop,
+    "restart": restart,
+    "create_cluster": create_cluster,
+    "join_cluster": join_cluster,
+    # the same functions as chef_server.*: a runbook step on a backend then reads as one
+    "install_from_pillar": chef_server.install_from_pillar,
+    "pillar_matches": chef_server.pillar_matches,
 }

@@ -3,6 +3,13 @@
 The tool is ``chef-server-ctl`` from PATH unless ``SALINE_CHEF_SERVER_CTL`` names another
 executable (the lab points it at a shim). Commands run as argv lists, never through a shell.
 Names are validated before anything runs, with the rules of the Chef Infra Server docs.
+
+Moving a file between nodes: the master cannot copy a file from one minion to another, and a
+runbook step cannot pass what an earlier step returned to a later one. What does reach a
+minion, privately, is its own pillar. So an operator publishes a file's contents under a
+pillar key (a ``!secret`` value, targeted only at the nodes that need it); ``pillar_matches``
+on the source node checks the published copy is the source file, and ``install_from_pillar``
+writes it on the destination. Neither ever returns the contents.
 """
 
 import contextlib
@@ -10,12 +17,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from minion.modules import cmd
 from minion.modules.base import Context, ExecutionError, Outcome
+from saline.errors import SalineError
 
 TOOL_ENV = "SALINE_CHEF_SERVER_CTL"
 DEFAULT_TOOL = "chef-server-ctl"
@@ -46,6 +55,40 @@ def reconfigure(ctx: Context, timeout: float = 1800) -> Outcome:
     return cmd.run(ctx, [_tool(), "reconfigure"], timeout=timeout)
 
 
+def upgrade(ctx: Context, timeout: float = 3600) -> Outcome:
+    """Run ``chef-server-ctl upgrade`` (the standalone upgrade); return stdout, stderr, retcode.
+
+    In a cluster, upgrade one frontend first, copy its migration level to the others, then
+    upgrade them one by one (runbook ``chef/rolling_upgrade``).
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    return cmd.run(ctx, [_tool(), "upgrade"], timeout=timeout)
+
+
+def _write_atomic(path: str, data: bytes, mode: int, what: str) -> None:
+    """Replace ``path`` with ``data`` (temp file + rename); create its directory (0755)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        # mkstemp creates the file 0600, so a secret is never readable by others, even briefly
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    except OSError as exc:
+        raise ExecutionError(f"cannot write {what} {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ExecutionError(f"cannot write {what} {path}: {exc.strerror}") from exc
+
+
 # --- migration level -------------------------------------------------------------------------
 
 
@@ -59,14 +102,22 @@ def _level_int(value: Any, field: str) -> int:
     raise ExecutionError(f"{field} must be a non-negative integer, got {value!r}")
 
 
-def migration_level(ctx: Context, path: str = MIGRATION_LEVEL_PATH) -> dict[str, Any]:
+def default_level_path(ctx: Context) -> str:
+    """The migration-level file under grain ``chef_root`` (empty on a real node; the lab
+    roots each node in its own directory)."""
+    return f"{ctx.grains.get('chef_root') or ''}{MIGRATION_LEVEL_PATH}"
+
+
+def migration_level(ctx: Context, path: str | None = None) -> dict[str, Any]:
     """Return the frontend's upgrade migration level: major, minor, sha256 and exists.
 
     A missing file is not an error: it returns ``exists: False`` with the other keys None.
 
     Args:
-        path: the migration-level file (JSON ``{"major": int, "minor": int}``).
+        path: the migration-level file (JSON ``{"major": int, "minor": int}``); default
+            ``/var/opt/opscode/upgrades/migration-level`` under grain ``chef_root``.
     """
+    path = path or default_level_path(ctx)
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -87,7 +138,7 @@ def migration_level(ctx: Context, path: str = MIGRATION_LEVEL_PATH) -> dict[str,
 
 
 def set_migration_level(
-    ctx: Context, major: int | str, minor: int | str, path: str = MIGRATION_LEVEL_PATH
+    ctx: Context, major: int | str, minor: int | str, path: str | None = None
 ) -> dict[str, Any]:
     """Write the migration level atomically (temp file + rename, mode 0644).
 
@@ -97,30 +148,17 @@ def set_migration_level(
     Args:
         major: major migration level (non-negative integer).
         minor: minor migration level (non-negative integer).
-        path: the migration-level file; its directory is created when missing.
+        path: the migration-level file (default as ``migration_level``); its directory is
+            created when missing.
     """
+    path = path or default_level_path(ctx)
     level = {"major": _level_int(major, "major"), "minor": _level_int(minor, "minor")}
     with contextlib.suppress(ExecutionError):
         current = migration_level(ctx, path)
         if current["exists"] and (current["major"], current["minor"]) == tuple(level.values()):
             return {**current, "changed": False}
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".migration-level.", dir=directory)
-    except OSError as exc:
-        raise ExecutionError(f"cannot write migration level file {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(level, separators=(",", ":")))
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise ExecutionError(f"cannot write migration level file {path}: {exc.strerror}") from exc
+    data = json.dumps(level, separators=(",", ":")).encode()
+    _write_atomic(path, data, 0o644, "migration level file")
     return {**migration_level(ctx, path), "changed": True}
 
 
@@ -133,6 +171,113 @@ def compare_migration_levels(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
     left = (_level_int(a.get("major"), "major"), _level_int(a.get("minor"), "minor"))
     right = (_level_int(b.get("major"), "major"), _level_int(b.get("minor"), "minor"))
     return (left > right) - (left < right)
+
+
+# --- files handed from node to node through the pillar -----------------------------------------
+
+
+def _check_key(key: Any) -> list[str]:
+    parts = key.split(":") if isinstance(key, str) else []
+    if not parts or not all(parts):
+        raise ExecutionError(f"invalid key {key!r}: key must be a pillar key like chef:secrets")
+    return parts
+
+
+def _pillar_text(ctx: Context, key: str) -> str | None:
+    """The text this minion's pillar holds at ``key`` (``a:b`` is b inside a); None if absent.
+
+    :raises ExecutionError: no channel to the master, or the value is not text.
+    """
+    parts = _check_key(key)
+    if ctx.channel is None:
+        raise ExecutionError("reading the pillar needs the master: run this as a job")
+    try:
+        node: Any = ctx.channel.request("pillar").get("pillar") or {}
+    except SalineError as exc:
+        raise ExecutionError(f"cannot get pillar: {exc}") from exc
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if not isinstance(node, str):
+        # never show the value: it is usually a secret
+        raise ExecutionError(f"pillar key {key} must hold a file's text, not {type(node).__name__}")
+    return node
+
+
+def _file_mode(mode: Any) -> int:
+    """``"0600"``/``"600"`` (octal text) or mode bits."""
+    try:
+        bits = int(mode, 8) if isinstance(mode, str) else mode
+    except ValueError:
+        bits = None
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 0o777:
+        raise ExecutionError(f"invalid mode {mode!r}: expected octal like '0600'")
+    return bits
+
+
+def install_from_pillar(
+    ctx: Context, path: str, key: str, mode: str | int = "0600"
+) -> dict[str, Any]:
+    """Write the text of pillar ``key`` to ``path`` atomically; nothing is written when the
+    file already holds it with that mode. The contents are never returned.
+
+    Returns ``path``, ``key``, ``sha256`` and ``bytes`` of what the file holds, and ``changed``.
+
+    Args:
+        path: absolute path of the file; its directory is created when missing.
+        key: pillar key of the contents (``a:b`` is key b inside a).
+        mode: permission bits as octal text (default ``0600``: these files hold secrets).
+    """
+    _check_path(path, "path")
+    bits = _file_mode(mode)
+    text = _pillar_text(ctx, key)
+    if text is None:
+        raise ExecutionError(
+            f"no pillar key {key} on {ctx.minion_id}: publish the file there first"
+        )
+    data = text.encode()
+    digest = hashlib.sha256(data).hexdigest()
+    result = {"path": path, "key": key, "sha256": digest, "bytes": len(data)}
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as fh:
+            same = fh.read() == data
+        if same and stat.S_IMODE(os.stat(path).st_mode) == bits:
+            return {**result, "changed": False}
+    _write_atomic(path, data, bits, "file")
+    return {**result, "changed": True}
+
+
+def pillar_matches(ctx: Context, path: str, key: str) -> dict[str, Any]:
+    """Whether pillar ``key`` holds the contents of the file at ``path`` (final newlines
+    aside: YAML block scalars add or drop one). Neither contents is returned.
+
+    A missing key or file is an answer (``matches`` false), not an error, so a runbook can
+    ``wait_for`` an operator to publish the file. Returns ``matches``, ``reason``, ``path``
+    and ``key``.
+
+    Args:
+        path: absolute path of the source file on this node.
+        key: pillar key where the file's contents are published.
+    """
+    _check_path(path, "path")
+    text = _pillar_text(ctx, key)
+    try:
+        with open(path, "rb") as fh:
+            data: bytes | None = fh.read()
+    except FileNotFoundError:
+        data = None
+    except OSError as exc:
+        raise ExecutionError(f"cannot read {path}: {exc.strerror}") from exc
+    if text is None:
+        matches, reason = False, f"no pillar key {key} on {ctx.minion_id}"
+    elif data is None:
+        matches, reason = False, f"no file {path}"
+    elif data.rstrip(b"\n") != text.encode().rstrip(b"\n"):
+        matches, reason = False, f"pillar key {key} differs from {path}"
+    else:
+        matches, reason = True, f"pillar key {key} holds {path}"
+    return {"matches": matches, "reason": reason, "path": path, "key": key}
 
 
 # --- users and organizations -----------------------------------------------------------------
@@ -246,6 +391,9 @@ def org_create(
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "reconfigure": reconfigure,
+    "upgrade": upgrade,
+    "install_from_pillar": install_from_pillar,
+    "pillar_matches": pillar_matches,
     "migration_level": migration_level,
     "set_migration_level": set_migration_level,
     "user_create": user_create,

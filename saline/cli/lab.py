@@ -1,5 +1,11 @@
-"""``saline lab up | status | down``: a master and minions on loopback, for trying saline."""
+"""``saline lab up | status | down | fault | demo``: saline on loopback, for trying it.
 
+``up -n N`` starts a master and N minions; ``up --chef-ha`` starts the Chef HA lab (three
+backends with real PostgreSQL and etcd, two frontends) with the formula's beacons and rules.
+"""
+
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -16,8 +22,12 @@ _DIR = click.option(
 )
 
 
-def _lab(directory: Path | None) -> Lab:
-    return Lab((directory or DEFAULT_LAB_DIR).absolute())
+def _dir(directory: Path | None) -> Path:
+    return (directory or DEFAULT_LAB_DIR).absolute()
+
+
+def _is_chef(directory: Path) -> bool:
+    return (directory / "chefha.json").exists()
 
 
 @click.group()
@@ -27,11 +37,22 @@ def lab() -> None:
 
 @lab.command()
 @click.option("-n", "--minions", "count", type=click.IntRange(1, 1000), default=5)
+@click.option("--chef-ha", is_flag=True, help="the Chef HA cluster: be1..be3, fe1, fe2")
 @click.option("--timeout", type=float, default=60.0, help="seconds to wait for all minions")
 @_DIR
-def up(count: int, timeout: float, directory: Path | None) -> None:
-    """Start a master and N minions in the background and wait until all are online."""
-    the_lab = _lab(directory)
+def up(count: int, chef_ha: bool, timeout: float, directory: Path | None) -> None:
+    """Start a master and N minions (or the Chef HA lab) and wait until all are online."""
+    path = _dir(directory)
+    if chef_ha:
+        from saline.lab.chefha.cluster import ChefLab
+
+        timings = ChefLab(path).up(timeout=timeout)
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        click.echo(f"Chef HA lab up in {path}: {phases}")
+        click.echo(f"try:  saline lab status --dir {path}")
+        click.echo(f"      saline -c {path / 'master.yaml'} run '*' test.ping")
+        return
+    the_lab = Lab(path)
     seconds = the_lab.up(count, timeout=timeout)
     click.echo(f"lab up in {the_lab.directory}: {count} minions online in {seconds:.2f}s")
     click.echo(f"try:  saline -c {the_lab.master_config} run '*' test.ping")
@@ -42,7 +63,13 @@ def up(count: int, timeout: float, directory: Path | None) -> None:
 @_DIR
 def status(out: str, directory: Path | None) -> None:
     """What the lab started, whether it runs, and which minions the master sees online."""
-    report = _lab(directory).status()
+    path = _dir(directory)
+    if _is_chef(path):
+        from saline.lab.chefha.cluster import ChefLab
+
+        report = ChefLab(path).status()
+    else:
+        report = Lab(path).status()
     if out != "human":
         click.echo(dump(report, out))
         return
@@ -52,11 +79,70 @@ def status(out: str, directory: Path | None) -> None:
     for minion_id, info in report["minions"].items():
         flags = "online" if info["online"] else ("running" if info["running"] else "stopped")
         click.echo(f"  {minion_id:8} {info['role']:9} pid {info['pid']} {flags}")
+        node = report.get("nodes", {}).get(minion_id)
+        for name, svc in (node or {}).get("services", {}).items():
+            where = f"{node['address']}:{svc['port']}"
+            pid = f"pid {svc['pid']}" if svc["running"] else "down"
+            click.echo(f"      {name:14} {where:16} {pid:10} {svc['data_dir']}")
 
 
 @lab.command()
 @_DIR
 def down(directory: Path | None) -> None:
     """Stop exactly the processes `lab up` started (checked by pid and command line)."""
-    stopped = _lab(directory).down()
+    path = _dir(directory)
+    if _is_chef(path):
+        from saline.lab.chefha.cluster import ChefLab
+
+        stopped = ChefLab(path).down()
+        click.echo(f"stopped {len(stopped)} minion/master process(es) and the lab's services")
+        return
+    stopped = Lab(path).down()
     click.echo(f"stopped {len(stopped)} process(es): {', '.join(stopped) or '-'}")
+
+
+@lab.command()
+@click.argument("kind")
+@click.argument("node")
+@_DIR
+def fault(kind: str, node: str, directory: Path | None) -> None:
+    """Inject fault KIND on NODE of the Chef HA lab (KIND list: `saline lab fault list x`)."""
+    from saline.lab.chefha import faults
+
+    if kind == "list":
+        click.echo("\n".join(faults.FAULTS))
+        return
+    click.echo(faults.inject(_dir(directory), kind, node))
+
+
+@lab.command()
+@click.option("--out", type=click.Choice(["human", "json"]), default="human")
+@click.option("--keep", is_flag=True, help="leave the lab running afterwards")
+@_DIR
+def demo(out: str, keep: bool, directory: Path | None) -> None:
+    """Bring up the Chef HA lab, inject the headline faults one by one, watch them heal."""
+    from saline.lab.chefha import demo as scenarios
+    from saline.lab.chefha.cluster import ChefLab
+
+    path = _dir(directory)
+    chef = ChefLab(path)
+    if not (_is_chef(path) and any(chef.lab.load().running().values())):
+        timings = chef.up()
+        click.echo(f"Chef HA lab up in {timings['total']:.1f}s ({path})", err=out == "json")
+    say = (lambda line: click.echo(line, err=True)) if out == "json" else click.echo
+    outcomes = []
+    try:
+        feed = scenarios.EventFeed(chef.lab.client().path)
+        for scenario in scenarios.SCENARIOS:
+            say(f"{scenario.fault} on {scenario.node}")
+            outcomes.append(scenarios.run_scenario(path, feed, scenario, say))
+    finally:
+        if not keep:
+            chef.down()
+    if out == "json":
+        click.echo(json.dumps([o.row() for o in outcomes], indent=2))
+    else:
+        click.echo("")
+        click.echo(scenarios.table(outcomes))
+    if any(o.healed is None for o in outcomes):
+        sys.exit(1)

@@ -379,6 +379,33 @@ def test_first_bad_observation_is_emitted_once(ctx: BeaconContext) -> None:
     assert [(tag, data["previous"]) for tag, data in emitted] == [("scripted/down", None)]
 
 
+def test_announce_emits_the_first_observation_whatever_its_state(ctx: BeaconContext) -> None:
+    script = [
+        [{"key": "a", "state": "up"}, {"key": "b", "state": "down", "bad": True}],
+        [{"key": "a", "state": "up"}, {"key": "b", "state": "down", "bad": True}],
+        [{"key": "a", "state": "down", "bad": True}, {"key": "b", "state": "up"}],
+    ]
+    emitted: Emitted = []
+    runner = runner_for(ctx, emitted, scripted={"steps": script, "announce": True})
+    assert poll(runner, "scripted") == "emitted up (a), down (b)"
+    assert poll(runner, "scripted") == "no change in 2 observation(s)"
+    assert poll(runner, "scripted") == "emitted down (a), up (b)"
+    assert [(tag, data["key"], data["previous"]) for tag, data in emitted] == [
+        ("scripted/up", "a", None),
+        ("scripted/down", "b", None),
+        ("scripted/down", "a", "up"),
+        ("scripted/up", "b", "down"),
+    ]
+
+
+def test_announce_is_an_edge_setting_not_a_beacon_parameter(ctx: BeaconContext) -> None:
+    spec = BeaconSpec.model_validate({"beacon": "load", "max_1m": 2, "announce": True})
+    assert (spec.announce, spec.params) == (True, {"max_1m": 2})
+    assert BeaconSpec.model_validate({}).announce is False
+    runner = BeaconRunner({"load": spec}, ctx, lambda tag, data: None, REGISTRY)
+    assert runner.beacons["load"].announce is True
+
+
 def test_reassert_while_bad_persists(ctx: BeaconContext) -> None:
     emitted: Emitted = []
     runner = runner_for(ctx, emitted, scripted={"steps": steps("down"), "reassert": 10})
@@ -530,7 +557,8 @@ def test_two_instances_of_one_beacon_type(ctx: BeaconContext, provider: Supervis
         (
             {"svc": {"services": ["x"]}},
             r"^beacons\.svc: unknown beacon type 'svc' "
-            r"\(known: chef_backend_status, diskusage, .*, scripted, service\)",
+            r"\(known: chef_backend_status, config_drift, diskusage, .*, scripted, service, "
+            r"time_drift\)",
         ),
         ({"bad/name": {"beacon": "load", "max_1m": 1}}, r"^beacons\.bad/name: invalid beacon name"),
     ],
@@ -548,7 +576,13 @@ def test_beacons_config_rejects_names_that_are_not_one_tag_segment() -> None:
     with pytest.raises(ValidationError, match="String should match pattern"):
         adapter.validate_python({"a/b": {}})
     spec = adapter.validate_python({"w": {"beacon": "load", "max_1m": 2, "interval": 3}})["w"]
-    assert (spec.beacon, spec.interval, spec.reassert, spec.enabled) == ("load", 3, None, True)
+    assert (spec.beacon, spec.interval, spec.reassert, spec.enabled, spec.announce) == (
+        "load",
+        3,
+        None,
+        True,
+        False,
+    )
     assert spec.params == {"max_1m": 2}
     with pytest.raises(ValidationError, match="greater than 0"):
         BeaconSpec.model_validate({"interval": 0})

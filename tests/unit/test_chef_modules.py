@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from minion.channel import ChannelError
 from minion.config import MinionConfig
-from minion.modules import chef_backend, chef_server
+from minion.executor import call_function
+from minion.modules import REGISTRY, chef_backend, chef_server
 from minion.modules.base import Context, ExecutionError, Outcome
 from minion.services.supervisor import SupervisorProvider
+from saline.protocol import Job
 
 CASES = Path(__file__).resolve().parent.parent / "cases" / "chef"
 STATUS_CASES = sorted(CASES.glob("status_*.txt"))
@@ -265,6 +268,66 @@ def test_gen_server_config_refuses(
     assert backend_tool.calls() == []
 
 
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
+@pytest.mark.parametrize("service", sorted(chef_backend.SERVICES))
+def test_service_actions_argv(
+    ctx: Context, backend_tool: FakeTool, action: str, service: str
+) -> None:
+    outcome = getattr(chef_backend, action)(ctx, service)
+    assert outcome.retcode == 0
+    assert backend_tool.calls() == [[action, service]]
+
+
+@pytest.mark.parametrize(
+    "service", ["nginx", "", "--all", "postgresql;reboot", "PostgreSQL", " etcd", None, 5]
+)
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
+def test_service_actions_refuse_unknown_service(
+    ctx: Context, backend_tool: FakeTool, action: str, service: Any
+) -> None:
+    with pytest.raises(ExecutionError, match="service must be one of elasticsearch, epmd, etcd"):
+        getattr(chef_backend, action)(ctx, service)
+    assert backend_tool.calls() == []
+
+
+def test_service_action_failure_is_the_outcome(ctx: Context, backend_tool: FakeTool) -> None:
+    backend_tool.respond(stderr="fail: leaderl\n", rc=1)
+    outcome = chef_backend.restart(ctx, "leaderl")
+    assert outcome == Outcome({"stdout": "", "stderr": "fail: leaderl\n", "retcode": 1}, 1)
+
+
+def test_create_cluster_argv(ctx: Context, backend_tool: FakeTool) -> None:
+    assert chef_backend.create_cluster(ctx).retcode == 0
+    assert backend_tool.calls() == [["create-cluster", "--accept-license", "--yes"]]
+
+
+@pytest.mark.parametrize("leader", ["10.0.0.1", "be1.example.com", "fd00::1", "be1"])
+def test_join_cluster_argv(ctx: Context, backend_tool: FakeTool, leader: str) -> None:
+    secrets = "/home/ops/chef-backend-secrets.json"
+    assert chef_backend.join_cluster(ctx, leader, secrets).retcode == 0
+    assert backend_tool.calls() == [
+        ["join-cluster", leader, "-s", secrets, "--accept-license", "--yes"]
+    ]
+
+
+@pytest.mark.parametrize("leader", ["", "-s", "--yes", "10.0.0.256", "be1;id", "be 1", None])
+def test_join_cluster_refuses_bad_leader(ctx: Context, backend_tool: FakeTool, leader: Any) -> None:
+    with pytest.raises(ExecutionError, match="leader must be an IP address or a hostname"):
+        chef_backend.join_cluster(ctx, leader, "/root/chef-backend-secrets.json")
+    assert backend_tool.calls() == []
+
+
+@pytest.mark.parametrize(
+    "secrets", ["", "chef-backend-secrets.json", "-s", "--yes", "/root/a\0b", None, 3]
+)
+def test_join_cluster_refuses_bad_secrets(
+    ctx: Context, backend_tool: FakeTool, secrets: Any
+) -> None:
+    with pytest.raises(ExecutionError, match="secrets must be an absolute file path"):
+        chef_backend.join_cluster(ctx, "10.0.0.1", secrets)
+    assert backend_tool.calls() == []
+
+
 def test_backend_functions_table() -> None:
     assert set(chef_backend.FUNCTIONS) == {
         "status",
@@ -272,7 +335,17 @@ def test_backend_functions_table() -> None:
         "reconfigure",
         "pgsql_follow",
         "gen_server_config",
+        "start",
+        "stop",
+        "restart",
+        "create_cluster",
+        "join_cluster",
+        "install_from_pillar",
+        "pillar_matches",
     }
+    # one implementation, reachable from either role's module
+    assert chef_backend.FUNCTIONS["install_from_pillar"] is chef_server.install_from_pillar
+    assert REGISTRY["chef_backend.join_cluster"] is chef_backend.join_cluster
     for fn in chef_backend.FUNCTIONS.values():
         assert fn.__doc__ and fn.__doc__.strip()
 
@@ -377,6 +450,23 @@ def test_server_reconfigure(ctx: Context, server_tool: FakeTool) -> None:
     assert outcome.retcode == 0
     assert outcome.value["stdout"] == "Chef Infra Server Reconfigured!\n"
     assert server_tool.calls() == [["reconfigure"]]
+
+
+def test_server_upgrade(ctx: Context, server_tool: FakeTool) -> None:
+    server_tool.respond(stdout="Chef Infra Server Upgraded!\n")
+    outcome = chef_server.upgrade(ctx)
+    assert outcome.retcode == 0 and outcome.value["stdout"] == "Chef Infra Server Upgraded!\n"
+    assert server_tool.calls() == [["upgrade"]]
+
+
+def test_server_upgrade_failure_fails_the_job(ctx: Context, server_tool: FakeTool) -> None:
+    # A non-zero exit is returned as the Outcome's retcode; the executor makes that a failure.
+    server_tool.respond(stderr="migration 1.49 failed\n", rc=1)
+    ctx.functions = REGISTRY
+    success, retcode, ret = call_function(ctx, Job(jid="j1", fun="chef_server.upgrade"))
+    assert (success, retcode) == (False, 1)
+    assert ret["stderr"] == "migration 1.49 failed\n"
+    assert server_tool.calls() == [["upgrade"]]
 
 
 VALID_SHORT = ["4thcoffee", "a", "0", "my-org_2", "a" * 255, "z" + "-" * 254]
@@ -519,6 +609,136 @@ def test_server_functions_table() -> None:
         "set_migration_level",
         "user_create",
         "org_create",
+        "upgrade",
+        "install_from_pillar",
+        "pillar_matches",
     }
     for fn in chef_server.FUNCTIONS.values():
         assert fn.__doc__ and fn.__doc__.strip()
+
+
+# --- files handed over through the pillar -------------------------------------------------------
+
+SECRETS = '{"postgresql": {"db_superuser_password": "s3cr3t-pw"}}\n'
+
+
+class FakeChannel:
+    """This minion's line to the master: answers ``pillar`` with a fixed pillar."""
+
+    def __init__(self, pillar: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self.pillar = pillar or {}
+        self.error = error
+        self.requests: list[str] = []
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        self.requests.append(op)
+        if self.error is not None:
+            raise ChannelError(self.error)
+        return {"pillar": self.pillar, "secrets": []}
+
+
+@pytest.fixture
+def pillar_ctx(ctx: Context) -> Context:
+    ctx.channel = FakeChannel({"chef": {"backend_secrets": SECRETS, "count": 3}})
+    return ctx
+
+
+def test_install_from_pillar_writes_private_file(pillar_ctx: Context, tmp_path: Path) -> None:
+    path = tmp_path / "copy" / "chef-backend-secrets.json"
+    result = chef_server.install_from_pillar(pillar_ctx, str(path), "chef:backend_secrets")
+    assert path.read_text() == SECRETS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(path.parent) == ["chef-backend-secrets.json"]  # no temp file left
+    assert result == {
+        "path": str(path),
+        "key": "chef:backend_secrets",
+        "sha256": hashlib.sha256(SECRETS.encode()).hexdigest(),
+        "bytes": len(SECRETS),
+        "changed": True,
+    }
+    assert "s3cr3t" not in json.dumps(result)
+
+
+def test_install_from_pillar_noop_keeps_file(pillar_ctx: Context, tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    chef_server.install_from_pillar(pillar_ctx, str(path), "chef:backend_secrets")
+    inode = path.stat().st_ino
+    again = chef_server.install_from_pillar(pillar_ctx, str(path), "chef:backend_secrets")
+    assert again["changed"] is False and path.stat().st_ino == inode
+    changed = chef_server.install_from_pillar(
+        pillar_ctx, str(path), "chef:backend_secrets", mode="0640"
+    )
+    assert changed["changed"] is True and stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_install_from_pillar_replaces_other_content(pillar_ctx: Context, tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text("stale")
+    assert chef_server.install_from_pillar(pillar_ctx, str(path), "chef:backend_secrets")["changed"]
+    assert path.read_text() == SECRETS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key": "chef:nope"}, "no pillar key chef:nope on m1: publish the file there first"),
+        ({"key": "chef:backend_secrets:x"}, "no pillar key chef:backend_secrets:x"),
+        ({"key": "chef:count"}, "pillar key chef:count must hold a file's text, not int"),
+        ({"key": "chef"}, "pillar key chef must hold a file's text, not dict"),
+        ({"key": "chef::x"}, "invalid key"),
+        ({"key": ""}, "invalid key"),
+        ({"path": "relative.json"}, "invalid path"),
+        ({"mode": "rw"}, "invalid mode"),
+        ({"mode": "01777"}, "invalid mode"),
+    ],
+)
+def test_install_from_pillar_refuses(
+    pillar_ctx: Context, tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    args = {"path": str(tmp_path / "out.json"), "key": "chef:backend_secrets", **kwargs}
+    with pytest.raises(ExecutionError, match=message) as info:
+        chef_server.install_from_pillar(pillar_ctx, **args)
+    assert "s3cr3t" not in str(info.value)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_install_from_pillar_needs_the_master(ctx: Context, tmp_path: Path) -> None:
+    with pytest.raises(ExecutionError, match="needs the master"):
+        chef_server.install_from_pillar(ctx, str(tmp_path / "x"), "chef:backend_secrets")
+    ctx.channel = FakeChannel(error="no answer from the master for pillar")
+    with pytest.raises(ExecutionError, match="cannot get pillar: no answer"):
+        chef_server.install_from_pillar(ctx, str(tmp_path / "x"), "chef:backend_secrets")
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "matches", "reason"),
+    [
+        (SECRETS, "chef:backend_secrets", True, "pillar key chef:backend_secrets holds"),
+        (SECRETS.rstrip("\n"), "chef:backend_secrets", True, "holds"),  # final newline aside
+        (SECRETS + "\n", "chef:backend_secrets", True, "holds"),
+        ('{"postgresql": {}}\n', "chef:backend_secrets", False, "differs from"),
+        (None, "chef:backend_secrets", False, "no file"),
+        (SECRETS, "chef:other", False, "no pillar key chef:other on m1"),
+    ],
+)
+def test_pillar_matches(
+    pillar_ctx: Context,
+    tmp_path: Path,
+    content: str | None,
+    key: str,
+    matches: bool,
+    reason: str,
+) -> None:
+    path = tmp_path / "chef-backend-secrets.json"
+    if content is not None:
+        path.write_text(content)
+    result = chef_backend.FUNCTIONS["pillar_matches"](pillar_ctx, str(path), key)
+    assert result["matches"] is matches
+    assert reason in result["reason"]
+    assert (result["path"], result["key"]) == (str(path), key)
+    assert "s3cr3t" not in json.dumps(result)
+
+
+def test_pillar_matches_refuses_relative_path(pillar_ctx: Context) -> None:
+    with pytest.raises(ExecutionError, match="invalid path"):
+        chef_server.pillar_matches(pillar_ctx, "secrets.json", "chef:backend_secrets")

@@ -95,7 +95,7 @@ def test_two_followers_are_never_healed_together() -> None:
     down = Event(
         tag="saline/beacon/be3/pg_replication/down",
         minion="be3",
-        data={"node": "127.0.1.3:5432", "previous": "in_sync", "state": "down"},
+        data={"node": "127.0.1.3:5432", "role": "follower", "state": "down"},
     )
     second = only(evaluate(down, rules[1:], view(), state, 1))
     assert second.verdict is Verdict.SKIP
@@ -110,7 +110,7 @@ def test_a_leader_that_goes_down_is_not_the_ladders_business() -> None:
     down = Event(
         tag="saline/beacon/be1/pg_replication/down",
         minion="be1",
-        data={"node": "127.0.1.1:5432", "previous": "leader", "state": "down"},
+        data={"node": "127.0.1.1:5432", "role": "leader", "state": "down"},
     )
     decision = only(evaluate(down, rule("chef-pg-follower-down"), view(), ReactorState(), 0))
     assert decision.verdict is Verdict.SKIP
@@ -120,12 +120,12 @@ def test_a_fix_that_does_not_hold_escalates() -> None:
     state = ReactorState()
     rules = rule("chef-pg-follower-out-of-sync")
     verdicts = []
-    for t in (0.0, 30.0, 60.0):
+    for t in (0.0, 30.0, 60.0, 90.0):
         decision = only(evaluate(out_of_sync("be2"), rules, view(), state, t))
         verdicts.append(decision.verdict)
         if decision.reaction_id:
             finish(state, decision.reaction_id, t + 1, ok=True)
-    assert verdicts == [Verdict.FIRE, Verdict.FIRE, Verdict.ESCALATE]
+    assert verdicts == [Verdict.FIRE, Verdict.FIRE, Verdict.FIRE, Verdict.ESCALATE]
 
 
 def levels(fe1: Any, fe2: Any) -> StaticView:
@@ -167,3 +167,12 @@ def test_equal_migration_levels_do_nothing() -> None:
 
 def test_shipped_rules_load_from_the_package_path() -> None:
     assert Path(SHIPPED_RULES, "chef_ha.yaml").is_file()
+
+
+def test_a_frontend_that_has_not_reported_is_not_drifted() -> None:
+    only_fe1 = view(fe1={"migration_level": {"level": [3, 13]}})
+    event = Event(tag="saline/beacon/fe1/migration_level/present", minion="fe1")
+    decision = only(
+        evaluate(event, rule("chef-migration-level-drift"), only_fe1, ReactorState(), 0)
+    )
+    assert decision.verdict is Verdict.SKIP

@@ -77,6 +77,7 @@ class ChefLab:
                 per_minion=lambda minion_id: self._minion_config(data, minion_id),
                 extra_master=self._master_config(),
             )
+            self.directory.chmod(0o711)  # Lab keeps its dir 0700; postgres must traverse it
             timings["minions"] = time.monotonic() - mark
         except BaseException:
             save(self.directory, data)
@@ -202,17 +203,21 @@ class ChefLab:
                 },
             }
         services = node["services"]
+        # libpq reads the password from PGPASSFILE: beacons and jobs never carry it
+        pgpass = Path(root) / ".pgpass"
+        port = services["postgresql"]["port"]
+        layout.write_file(pgpass, f"*:{port}:*:saline:{data['secrets']['password']}\n", 0o600)
         return {
             "grains": grains,
-            "env": {"SALINE_CHEF_BACKEND_CTL": node["ctl"]},
+            "env": {"SALINE_CHEF_BACKEND_CTL": node["ctl"], "PGPASSFILE": str(pgpass)},
             "beacons": {
                 "pg_replication": {
                     "host": address,
-                    "port": services["postgresql"]["port"],
+                    "port": port,
                     "user": "saline",
-                    "password": data["secrets"]["password"],
                     "timeout": 2,
                     "interval": 1,
+                    "reassert": 5,
                     "announce": True,
                 },
                 "etcd_member": {
@@ -220,11 +225,13 @@ class ChefLab:
                     "endpoints": [services["etcd"]["client_url"]],
                     "timeout": 1,
                     "interval": 1,
+                    "reassert": 5,
                 },
                 "elasticsearch_health": {
                     "url": f"http://{address}:{services['elasticsearch']['port']}",
                     "timeout": 1,
                     "interval": 1,
+                    "reassert": 5,
                 },
                 "config_drift": {
                     "path": f"{root}/{layout.BACKEND_RB}",
@@ -232,6 +239,7 @@ class ChefLab:
                         "postgresql.md5_auth_cidr_addresses": layout.cidr_list(data["subnet"])
                     },
                     "interval": 1,
+                    "reassert": 5,
                     "announce": True,
                 },
             },
@@ -247,13 +255,20 @@ class ChefLab:
                 "accounts": False,
                 "secrets_owner": "root",
                 "secrets_group": "root",
-                "backend_ctl": "chef-backend-ctl",
-                "server_ctl": "chef-server-ctl",
+                # a 2-core lab machine with an unsynchronised kernel clock: checks stay on,
+                # with minimums it can meet
+                "preflight": {"cores": 1, "memory_gb": 1, "disk_gb": 1, "clock": False},
             }
         }
         pdir = self.directory / "pillar"
         (pdir / "top.yaml").write_text("'*': [chef_ha]\n")
-        (pdir / "chef_ha.yaml").write_text(yaml.safe_dump(pillar, sort_keys=False))
+        text = yaml.safe_dump(pillar, sort_keys=False)
+        # the pillar is rendered with each minion's grains: every node gets its own shims
+        text += (
+            "  backend_ctl: '{{ grains.chef_root }}/bin/chef-backend-ctl'\n"
+            "  server_ctl: '{{ grains.chef_root }}/bin/chef-server-ctl'\n"
+        )
+        (pdir / "chef_ha.yaml").write_text(text)
 
     # -- down and status ---------------------------------------------------------------------
 

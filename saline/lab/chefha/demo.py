@@ -1,0 +1,161 @@
+"""``saline lab demo``: break the Chef HA lab one fault at a time and watch saline heal it.
+
+For each scenario the demo injects a real fault, then follows the master's event bus:
+detected (the node's beacon reports the bad state), remediation started (a rule fired),
+healed (the beacon reports the good state again, or the rule's reaction finished). It prints
+a live timeline and, at the end, one row per fault; a fault not healed within its deadline
+makes the exit code non-zero.
+"""
+
+import fnmatch
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saline.client import MasterClient
+from saline.errors import ClientError
+from saline.lab.chefha import faults
+
+#: read-only checks the runbooks poll with: not "what was run" to heal
+_CHECKS = frozenset(
+    {
+        "postgres.replication",
+        "elasticsearch.health",
+        "elasticsearch.allocation_explain",
+        "chef_backend.status",
+        "chef_server.migration_level",
+        "etcd.health",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    fault: str
+    node: str
+    #: tag glob of the event that shows the fault was detected
+    bad: str
+    #: tag glob of the event that shows it healed
+    good: str
+    deadline: float = 90.0
+
+
+SCENARIOS = (
+    Scenario("pg-pause-replay", "be2", "saline/beacon/be2/pg_replication/out_of_sync",
+             "saline/beacon/be2/pg_replication/in_sync"),
+    Scenario("pg-stop", "be3", "saline/beacon/be3/pg_replication/down",
+             "saline/beacon/be3/pg_replication/in_sync"),
+    Scenario("pg-wal-gone", "be2", "saline/beacon/be2/pg_replication/[do]*",
+             "saline/beacon/be2/pg_replication/in_sync", deadline=150.0),
+    Scenario("etcd-kill", "be3", "saline/beacon/be3/etcd_member/[dn]*",
+             "saline/beacon/be3/etcd_member/healthy"),
+    Scenario("es-red", "be1", "saline/beacon/be1/elasticsearch_health/red",
+             "saline/beacon/be1/elasticsearch_health/green"),
+    Scenario("migration-drift", "fe2", "saline/beacon/fe2/migration_level/changed",
+             "saline/reactor/chef-migration-level-drift/finished"),
+    Scenario("md5-auth", "be3", "saline/beacon/be3/config_drift/drifted",
+             "saline/beacon/be3/config_drift/ok"),
+)  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    what: str = ""
+    injected: float = 0.0
+    detected: float | None = None
+    started: float | None = None
+    healed: float | None = None
+    rule: str | None = None
+    ran: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        def rel(t: float | None) -> str:
+            return "-" if t is None else f"+{t - self.injected:.1f}s"
+
+        return {
+            "fault": f"{self.scenario.fault} {self.scenario.node}",
+            "injected": time.strftime("%H:%M:%S", time.localtime(self.injected)),
+            "detected": rel(self.detected),
+            "remediation": rel(self.started),
+            "healed": rel(self.healed),
+            "rule": self.rule or "-",
+            "ran": ", ".join(dict.fromkeys(self.ran)) or "-",
+        }
+
+
+class EventFeed:
+    """The bus, read by a thread into a queue, so waiting has a deadline."""
+
+    def __init__(self, sock: Path) -> None:
+        self.client = MasterClient(sock, timeout=None)
+        self.client.send("events", tag="*", follow=True)
+        self.client.receive()  # subscribed: nothing after this is missed
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self.queue.put(self.client.receive())
+        except (ClientError, OSError):
+            return
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.queue.get(timeout=max(timeout, 0.01))
+        except queue.Empty:
+            return None
+
+    def drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+def run_scenario(
+    lab_dir: Path, feed: EventFeed, scenario: Scenario, say: Callable[[str], None]
+) -> Outcome:
+    outcome = Outcome(scenario)
+    feed.drain()
+    outcome.injected = time.time()
+    outcome.what = faults.inject(lab_dir, scenario.fault, scenario.node)
+    say(f"  inject   {scenario.fault} on {scenario.node}: {outcome.what}")
+    deadline = time.monotonic() + scenario.deadline
+    while outcome.healed is None and time.monotonic() < deadline:
+        event = feed.next(deadline - time.monotonic())
+        if event is None or event.get("type") != "event":
+            continue
+        tag, at = event["tag"], float(event["ts"])
+        offset = f"+{at - outcome.injected:5.1f}s"
+        if outcome.detected is None and fnmatch.fnmatchcase(tag, scenario.bad):
+            outcome.detected = at
+            say(f"  {offset} detected  {tag}")
+        elif tag.startswith("saline/reactor/") and tag.endswith("/fired"):
+            outcome.rule = outcome.rule or tag.split("/")[2]
+            outcome.started = outcome.started or at
+            say(f"  {offset} fired     {tag.split('/')[2]}")
+        elif tag.startswith("saline/job/") and tag.endswith("/new"):
+            data = event["data"]
+            user, fun = str(data.get("user", "")), str(data.get("fun"))
+            if user.startswith("reactor:") and fun not in _CHECKS:
+                outcome.ran.append(fun)
+                say(f"  {offset} ran       {fun} on {', '.join(data.get('minions', []))}")
+        elif outcome.detected is not None and fnmatch.fnmatchcase(tag, scenario.good):
+            outcome.healed = at
+            say(f"  {offset} healed    {tag}")
+    if outcome.healed is None:
+        say(f"  NOT HEALED within {scenario.deadline:g}s")
+    return outcome
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [o.row() for o in outcomes]
+    headers = list(rows[0]) if rows else []
+    widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
+    lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
+    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
+    return "\n".join(lines)
