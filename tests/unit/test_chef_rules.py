@@ -176,3 +176,47 @@ def test_a_frontend_that_has_not_reported_is_not_drifted() -> None:
         evaluate(event, rule("chef-migration-level-drift"), only_fe1, ReactorState(), 0)
     )
     assert decision.verdict is Verdict.SKIP
+
+
+def offsets(**by_node: float) -> StaticView:
+    return view(**{n: {"time_drift": {"offset": o}} for n, o in by_node.items()})
+
+
+def test_clock_drift_across_backends_escalates_to_a_human() -> None:
+    event = Event(tag="saline/beacon/be2/time_drift/drift", minion="be2")
+    decision = only(
+        evaluate(event, rule("chef-clock-drift"), offsets(be1=0.0, be2=-3.0), ReactorState(), 0)
+    )
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    fired = decision.actions[0].action
+    assert fired.kind == "fire"
+    assert fired.tag == "chef/backend/be2/clock_drift"
+    assert all(a.action.kind == "fire" for a in decision.actions)  # nothing touches a clock
+
+
+def test_clocks_within_the_reference_limit_do_nothing() -> None:
+    event = Event(tag="saline/beacon/be2/time_drift/ok", minion="be2")
+    within = offsets(be1=0.2, be2=-1.0, be3=0.4)
+    decision = only(evaluate(event, rule("chef-clock-drift"), within, ReactorState(), 0))
+    assert decision.verdict is Verdict.SKIP
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "fires"),
+    [
+        ("/n/etc/chef-backend/secrets.json", "0644", True),
+        ("/n/etc/chef-backend/secrets.json", "0640", False),
+        ("/n/var/opt/chef-backend/leaderl/data/sys.config", "0640", True),
+        ("/n/var/opt/chef-backend/leaderl/data/sys.config", "0600", False),
+    ],
+)
+def test_secrets_with_a_wrong_mode_reapply_the_backend_state(
+    path: str, mode: str, fires: bool
+) -> None:
+    event = Event(
+        tag="saline/beacon/be2/chef_secrets/changed",
+        minion="be2",
+        data={"path": path, "mode": mode},
+    )
+    decision = only(evaluate(event, rule("chef-backend-secrets-mode"), view(), ReactorState(), 0))
+    assert (decision.verdict is Verdict.FIRE) is fires, decision.reason

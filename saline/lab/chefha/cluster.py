@@ -116,6 +116,10 @@ class ChefLab:
                 Path(es["data_dir"]).mkdir(parents=True, exist_ok=True)
                 es["argv"] = procs.es_argv(address, es)
                 es["marker"] = es["state_file"]
+                ntp = services["ntp"]
+                Path(ntp["data_dir"]).mkdir(parents=True, exist_ok=True)
+                ntp["argv"] = procs.ntp_argv(address, ntp)
+                ntp["marker"] = ntp["skew_file"]
                 node["services"] = services
                 layout.write_backend_files(root, address, cidrs, password)
                 node["ctl"] = str(
@@ -164,7 +168,7 @@ class ChefLab:
     def _start_processes(self, data: dict[str, Any]) -> None:
         for name in BACKENDS:
             services = data["nodes"][name]["services"]
-            for svc in (services["etcd"], services["elasticsearch"]):
+            for svc in (services["etcd"], services["elasticsearch"], services["ntp"]):
                 procs.start(svc)
         for name in BACKENDS:
             node = data["nodes"][name]
@@ -232,6 +236,19 @@ class ChefLab:
                     "timeout": 1,
                     "interval": 1,
                     "reassert": 5,
+                },
+                "chef_secrets": {
+                    "beacon": "file",
+                    "paths": [f"{root}/{rel}" for rel in layout.BACKEND_SECRETS],
+                    "interval": 1,
+                },
+                "time_drift": {
+                    "server": address,
+                    "port": services["ntp"]["port"],
+                    "timeout": 1,
+                    "interval": 1,
+                    "reassert": 5,
+                    "announce": True,
                 },
                 "config_drift": {
                     "path": f"{root}/{layout.BACKEND_RB}",

@@ -59,6 +59,8 @@ SCENARIOS = (
              "saline/reactor/chef-migration-level-drift/finished"),
     Scenario("md5-auth", "be3", "saline/beacon/be3/config_drift/drifted",
              "saline/beacon/be3/config_drift/ok"),
+    Scenario("secrets-mode", "be2", "saline/beacon/be2/chef_secrets/changed",
+             "saline/reactor/chef-backend-secrets-mode/finished"),
 )  # fmt: skip
 
 
@@ -156,6 +158,6 @@ def table(outcomes: list[Outcome]) -> str:
     rows = [o.row() for o in outcomes]
     headers = list(rows[0]) if rows else []
     widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
-    lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
-    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
+    lines = ["  ".join(h.ljust(widths[h]) for h in headers).rstrip()]
+    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers).rstrip() for r in rows]
     return "\n".join(lines)

@@ -151,6 +151,13 @@ def secrets_mode(data: dict[str, Any], me: dict[str, Any]) -> str:
     return f"{path} is now world-readable (0644, want 0640)"
 
 
+def clock_drift(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """The node's time source now answers 3 s ahead: its clock looks 3 s behind."""
+    path = Path(_backend(me)["ntp"]["skew_file"])
+    path.write_text("3.0\n")
+    return f"{me['name']}'s clock is now 3.0 s off its peers (the reference allows 1.5 s)"
+
+
 FAULTS: dict[str, Fault] = {
     "pg-stop": pg_stop,
     "pg-pause-replay": pg_pause_replay,
@@ -164,6 +171,7 @@ FAULTS: dict[str, Fault] = {
     "migration-missing": migration_missing,
     "md5-auth": md5_auth,
     "secrets-mode": secrets_mode,
+    "clock-drift": clock_drift,
 }
 
 

@@ -66,6 +66,13 @@ def backend_services(root: Path, address: str) -> dict[str, Any]:
             "data_dir": str(opt / "etcd/data"),
             "log": str(log / "etcd/etcd.log"),
         },
+        # not a Chef service: the lab's time source, whose skew file fakes a drifting clock
+        "ntp": {
+            "port": NTP_PORT,
+            "data_dir": str(root / "var/lib/saline-lab"),
+            "skew_file": str(root / "var/lib/saline-lab/clock-skew"),
+            "log": str(root / "var/log/saline-lab/ntp.log"),
+        },
         "elasticsearch": {
             "port": ES_PORT,
             "data_dir": str(opt / "elasticsearch"),

@@ -1,4 +1,4 @@
-"""etcd members and Elasticsearch stand-ins of the lab: detached processes known by pid.
+"""etcd members, Elasticsearch and SNTP stand-ins of the lab: detached processes known by pid.
 
 Each service record holds its ``argv`` and a ``marker`` (a path on its command line), so
 a pid is only ever signalled while it still is the process the lab started.
@@ -43,6 +43,13 @@ def es_argv(address: str, svc: dict[str, Any]) -> list[str]:
     return [
         sys.executable, "-m", "saline.lab.es_standin", "--host", address,
         "--port", str(svc["port"]), "--state-file", svc["state_file"],
+    ]  # fmt: skip
+
+
+def ntp_argv(address: str, svc: dict[str, Any]) -> list[str]:
+    return [
+        sys.executable, "-m", "saline.lab.ntp_standin", "--host", address,
+        "--port", str(svc["port"]), "--skew-file", svc["skew_file"],
     ]  # fmt: skip
 
 
