@@ -1,7 +1,9 @@
-"""What the e2e tests share: a writer on the leader, waiting on the bus, reading the audit."""
+"""What the e2e tests share: a writer on the leader, the bus, the audit trail."""
 
+import json
+import subprocess
+import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,70 @@ import psycopg2  # type: ignore[import-untyped]
 from saline.lab.chefha import pg
 from saline.lab.chefha.cluster import ChefLab, lab_record
 from tests.support import wait_for
+
+
+def saline(chef: ChefLab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "saline.cli.main", "-c", str(chef.lab.master_config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def events(chef: ChefLab, since: int = 0, tag: str = "*") -> list[dict[str, Any]]:
+    """Stored events after seq ``since`` matching ``tag``, oldest first."""
+    proc = saline(
+        chef, "events", "--since", str(since), "--no-follow", "--tag", tag, "--out", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def last_seq(chef: ChefLab) -> int:
+    stored = events(chef)
+    return int(stored[-1]["seq"]) if stored else 0
+
+
+def wait_event(chef: ChefLab, since: int, tag: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The first event after ``since`` whose tag matches the glob ``tag``."""
+    found = wait_for(lambda: events(chef, since, tag), timeout, f"an event {tag}")
+    return found[0]
+
+
+def reactions(chef: ChefLab, rule: str) -> list[dict[str, Any]]:
+    with chef.lab.client() as master:
+        history: list[dict[str, Any]] = master.request("reactor_history", limit=1000, rule=rule)[
+            "history"
+        ]
+    return history
+
+
+def trail(chef: ChefLab, rule: str, since: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The finished reaction of ``rule`` to an event after ``since``, and its jobs' returns.
+
+    Asserts the chain the audit must show: event -> rule -> job(s) -> outcome. Each return
+    event carries the reaction's cause (the event's seq) and rule.
+    """
+    fired = wait_for(
+        lambda: [
+            r
+            for r in reactions(chef, rule)
+            if r["verdict"] == "fire" and (r["event_seq"] or 0) > since and r["outcome"]
+        ],
+        120,
+        f"a finished reaction of {rule}",
+    )
+    reaction = min(fired, key=lambda r: r["event_seq"])
+    (cause,) = events(chef, reaction["event_seq"] - 1, reaction["event_tag"])[:1]
+    assert cause["seq"] == reaction["event_seq"]
+    returns = [
+        e
+        for e in events(chef, since, "saline/job/*/ret/*")
+        if e["cause"] == reaction["event_seq"] and e["rule"] == rule
+    ]
+    return reaction, returns
 
 
 @dataclass
@@ -22,23 +88,21 @@ class Writer:
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def leader(self) -> Any:
+    def _leader(self) -> tuple[dict[str, Any], dict[str, Any], str]:
         data = lab_record(self.chef.directory)
         node = data["nodes"][data["leader"]]
         return node, node["services"]["postgresql"], data["secrets"]["password"]
 
     def __enter__(self) -> "Writer":
-        node, svc, password = self.leader()
+        node, svc, password = self._leader()
         pg.query(node["address"], svc, password, f"CREATE TABLE {self.table} (n int primary key)")
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         wait_for(lambda: len(self.committed) > 5, 10, "the writer to commit")
         return self
 
     def _run(self) -> None:
-        node, svc, password = self.leader()
+        node, svc, password = self._leader()
         conn = pg.connect(node["address"], svc, password)
         n = 0
         while not self._stop.is_set():
@@ -64,23 +128,3 @@ class Writer:
             f"SELECT n FROM {self.table}",
         )  # fmt: skip
         return {int(r[0]) for r in rows}
-
-
-def reactions(chef: ChefLab, rule: str) -> list[dict[str, Any]]:
-    with chef.lab.client() as master:
-        history = master.request("reactor_history", limit=500)
-    return [r for r in history["reactions"] if r["rule"] == rule]
-
-
-def fired_since(chef: ChefLab, rule: str, since: float) -> list[dict[str, Any]]:
-    return [r for r in reactions(chef, rule) if r["verdict"] == "fire" and r["at"] >= since]
-
-
-def settled(chef: ChefLab, rule: str, since: float) -> list[dict[str, Any]]:
-    """Reactions of ``rule`` fired since ``since`` that have finished (ok or failed)."""
-    done = [r for r in fired_since(chef, rule, since) if r.get("outcome") in ("ok", "failed")]
-    return done
-
-
-def now() -> float:
-    return time.time()

@@ -7,6 +7,7 @@ files. Every node is a saline minion with its own address, root directory and gr
 shipped Chef HA rules, runbooks and state tree.
 """
 
+import os
 import secrets
 import shutil
 import sys
@@ -41,6 +42,18 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _check_traversable(directory: Path) -> None:
+    """PostgreSQL runs as ``postgres``: every directory above the lab must let it through."""
+    if os.geteuid() != 0:
+        return
+    for parent in directory.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise ChefLabError(
+                f"{parent} is not searchable by others (mode {parent.stat().st_mode & 0o777:o}): "
+                f"the postgres user cannot reach {directory}; choose another --dir"
+            )
 
 
 class ChefLab:
@@ -91,6 +104,7 @@ class ChefLab:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)  # postgres must traverse to its data dirs; listings stay private
+        _check_traversable(d)
         shutil.rmtree(d / "nodes", ignore_errors=True)
         addresses = layout.addresses(self.subnet)
         password, repl = secrets.token_hex(16), secrets.token_hex(16)
@@ -202,6 +216,7 @@ class ChefLab:
                     "migration_level": {
                         "path": f"{root}/{layout.MIGRATION_LEVEL}",
                         "interval": 1,
+                        "reassert": 5,
                         "announce": True,
                     }
                 },

@@ -1,0 +1,297 @@
+"""The Chef HA formula on the lab: real PostgreSQL, etcd, minions and master; faults heal.
+
+One lab for the whole module (tests run in file order and leave it healthy); the last
+test makes a fix that does not hold and expects an escalation.
+"""
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saline.lab.chefha import faults, health, pg
+from saline.lab.chefha.cluster import ChefLab, lab_record
+from saline.lab.chefha.state import BACKENDS
+from tests.e2e.healing import Writer, events, last_seq, reactions, saline, trail, wait_event
+from tests.support import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def record(chef: ChefLab) -> dict[str, Any]:
+    return lab_record(chef.directory)
+
+
+def roles(chef: ChefLab) -> dict[str, str]:
+    return health.pg_roles(record(chef))
+
+
+def all_synced(chef: ChefLab) -> bool:
+    return roles(chef) == {"be1": "leader", "be2": "synced", "be3": "synced"}
+
+
+# --- the lab itself -----------------------------------------------------------------------
+
+
+def test_lab_status_lists_nodes_services_ports_and_live_pids(chef: ChefLab) -> None:
+    proc = saline(chef, "lab", "status", "--dir", str(chef.directory), "--out", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    nodes = report["nodes"]
+    assert {n: nodes[n]["address"] for n in nodes} == {
+        "be1": "127.0.1.1", "be2": "127.0.1.2", "be3": "127.0.1.3",
+        "fe1": "127.0.1.4", "fe2": "127.0.1.5",
+    }  # fmt: skip
+    for name in BACKENDS:
+        services = nodes[name]["services"]
+        assert {"postgresql", "etcd", "elasticsearch"} <= set(services)
+        assert services["postgresql"]["port"] == 5432
+        for svc in services.values():
+            assert svc["running"], (name, svc)
+            assert Path(f"/proc/{svc['pid']}").exists()
+        pg_owner = Path(f"/proc/{services['postgresql']['pid']}").stat().st_uid
+        assert os.geteuid() != 0 or pg_owner != 0, "PostgreSQL must not run as root"
+    assert all(nodes[n]["minion"]["online"] for n in nodes)
+    assert all_synced(chef)
+
+
+def test_chef_backend_status_through_a_job_reads_the_real_cluster(chef: ChefLab) -> None:
+    proc = saline(chef, "run", "be2", "chef_backend.status", "--out", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)["returns"]["be2"]["return"]
+    assert status["healthy"], status["problems"]
+    assert status["services"]["postgresql"]["distributed"] == {
+        "leader": 1, "offline": 0, "syncing": 0, "synced": 2,
+    }  # fmt: skip
+
+
+# --- PostgreSQL followers -----------------------------------------------------------------
+
+FOLLOWER_FAULTS = [
+    ("pg-pause-replay", "be2", "postgres.resume_replay"),
+    ("pg-break-upstream", "be3", "chef_backend.pgsql_follow"),
+    ("pg-stop", "be2", "chef_backend.restart"),
+    ("pg-wal-gone", "be3", "chef_backend.pgsql_follow"),
+]
+
+
+@pytest.mark.parametrize(("kind", "node", "fix"), FOLLOWER_FAULTS)
+def test_follower_fault_heals_while_the_leader_stays_writable(
+    chef: ChefLab, kind: str, node: str, fix: str
+) -> None:
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync before the fault")
+    since = last_seq(chef)
+    table = f"w_{kind.replace('-', '_')}"
+    with Writer(chef, table) as writer:
+        faults.inject(chef.directory, kind, node)
+        wait_event(chef, since, f"saline/beacon/{node}/pg_replication/[do]*", 30)
+        wait_event(chef, since, f"saline/beacon/{node}/pg_replication/in_sync", 120)
+        wait_for(lambda: len(writer.committed) > 50, 10, "more writes after the heal")
+    assert writer.errors == []
+    assert writer.rows_on("be1") == set(writer.committed), "a committed row was lost"
+    wait_for(lambda: writer.rows_on(node) == set(writer.committed), 30, f"{node} to catch up")
+    rule = "chef-pg-follower-down" if kind == "pg-stop" else "chef-pg-follower-out-of-sync"
+    if kind == "pg-wal-gone":  # the fault stops the follower first: either rule may see it
+        rule = _rule_that_fired(chef, since)
+    reaction, jobs = trail(chef, rule, since)
+    assert reaction["outcome"] == "ok", reaction
+    assert f"/{node}/pg_replication/" in reaction["event_tag"]
+    ran = [job["data"]["fun"] for job in jobs]
+    assert fix in ran, ran
+    assert {job["minion"] for job in jobs} == {node}, "the ladder touched another node"
+
+
+def _rule_that_fired(chef: ChefLab, since: int) -> str:
+    fired = events(chef, since, "saline/reactor/chef-pg-follower-*/fired")
+    assert fired, "no follower rule fired"
+    return str(fired[0]["tag"].split("/")[2])
+
+
+def test_wal_gone_needed_the_reclone(chef: ChefLab) -> None:
+    """The re-clone rung ran with --force-basebackup after the gentler rungs failed."""
+    log = Path(record(chef)["nodes"]["be3"]["root"], "var/log/chef-backend/ctl.log")
+    lines = log.read_text().splitlines()
+    assert any("pgsql-follow be1 force=True" in line for line in lines), lines
+
+
+def test_two_followers_down_heal_one_after_the_other(chef: ChefLab) -> None:
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync")
+    since = last_seq(chef)
+    for node in ("be2", "be3"):
+        faults.inject(chef.directory, "pg-stop", node)
+    for node in ("be2", "be3"):
+        wait_event(chef, since, f"saline/beacon/{node}/pg_replication/in_sync", 120)
+    done = [
+        r
+        for r in reactions(chef, "chef-pg-follower-down")
+        if r["verdict"] == "fire" and r["event_seq"] > since
+    ]
+    assert len(done) == 2, done
+    first, second = sorted(done, key=lambda r: r["created"])
+    assert {first["key"], second["key"]} == {"be2", "be3"}
+    assert first["finished"] <= second["created"], "two followers were healed at once"
+    skipped = events(chef, since, "saline/reactor/chef-pg-follower-down/skipped")
+    assert any("in flight" in e["data"]["reason"] for e in skipped)
+
+
+# --- etcd and Elasticsearch ---------------------------------------------------------------
+
+
+def test_killed_etcd_member_is_restarted_and_quorum_kept(chef: ChefLab) -> None:
+    since = last_seq(chef)
+    faults.inject(chef.directory, "etcd-kill", "be2")
+    wait_event(chef, since, "saline/beacon/be2/etcd_member/[dn]*", 30)
+    wait_event(chef, since, "saline/beacon/be2/etcd_member/healthy", 60)
+    reaction, jobs = trail(chef, "chef-etcd-member-unhealthy", since)
+    assert reaction["outcome"] == "ok"
+    assert [j["data"]["fun"] for j in jobs] == ["chef_backend.restart"]
+    data = record(chef)
+    wait_for(
+        lambda: all(health.etcd_healthy(data["nodes"][b]["services"]["etcd"]) for b in BACKENDS),
+        15,
+        "all three etcd members healthy",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "node", "fix"),
+    [
+        ("es-yellow", "be1", "elasticsearch.reroute_retry_failed"),
+        ("es-red", "be2", "elasticsearch.reroute_retry_failed"),
+        ("es-stop", "be3", "chef_backend.restart"),
+    ],
+)
+def test_elasticsearch_fault_heals_to_green(chef: ChefLab, kind: str, node: str, fix: str) -> None:
+    since = last_seq(chef)
+    faults.inject(chef.directory, kind, node)
+    bad = {"es-yellow": "yellow", "es-red": "red", "es-stop": "down"}[kind]
+    wait_event(chef, since, f"saline/beacon/{node}/elasticsearch_health/{bad}", 30)
+    wait_event(chef, since, f"saline/beacon/{node}/elasticsearch_health/green", 60)
+    rule = "chef-es-service-down" if kind == "es-stop" else "chef-es-unhealthy"
+    reaction, jobs = trail(chef, rule, since)
+    assert reaction["outcome"] == "ok"
+    assert fix in [j["data"]["fun"] for j in jobs]
+
+
+# --- frontends and backend files -----------------------------------------------------------
+
+
+def level_of(chef: ChefLab, node: str) -> Any:
+    path = Path(record(chef)["nodes"][node]["root"], "var/opt/opscode/upgrades/migration-level")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def reconfigures(chef: ChefLab, node: str) -> int:
+    log = Path(record(chef)["nodes"][node]["root"], "var/log/opscode/reconfigure.log")
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize(("kind", "node", "other"), [
+    ("migration-drift", "fe2", "fe1"),
+    ("migration-missing", "fe1", "fe2"),
+])  # fmt: skip
+def test_migration_level_drift_is_copied_and_reconfigured(
+    chef: ChefLab, kind: str, node: str, other: str
+) -> None:
+    reference = level_of(chef, other)
+    runs = reconfigures(chef, node)
+    since = last_seq(chef)
+    faults.inject(chef.directory, kind, node)
+    reaction, jobs = trail(chef, "chef-migration-level-drift", since)
+    assert reaction["outcome"] == "ok", reaction
+    assert level_of(chef, node) == reference
+    assert reconfigures(chef, node) == runs + 1
+    assert reconfigures(chef, other) == runs_before(chef, other, jobs)
+    assert {j["minion"] for j in jobs} == {node}
+
+
+def runs_before(chef: ChefLab, other: str, jobs: list[dict[str, Any]]) -> int:
+    """The other frontend was never reconfigured by this reaction (no job targeted it)."""
+    assert all(j["minion"] != other for j in jobs)
+    return reconfigures(chef, other)
+
+
+def test_md5_auth_drift_reapplies_the_backend_state_and_reconfigures(chef: ChefLab) -> None:
+    node = record(chef)["nodes"]["be3"]
+    rb = Path(node["root"], "etc/chef-backend/chef-backend.rb")
+    since = last_seq(chef)
+    faults.inject(chef.directory, "md5-auth", "be3")
+    wait_event(chef, since, "saline/beacon/be3/config_drift/drifted", 30)
+    wait_event(chef, since, "saline/beacon/be3/config_drift/ok", 60)
+    reaction, jobs = trail(chef, "chef-backend-config-drift", since)
+    assert reaction["outcome"] == "ok"
+    assert [j["data"]["fun"] for j in jobs] == ["state.apply"]
+    assert "10.99.0.0/16" not in rb.read_text()
+    hba = Path(node["services"]["postgresql"]["data_dir"], "pg_hba.conf").read_text()
+    assert "10.99.0.0/16" not in hba and "127.0.1.0/24" in hba
+    ctl_log = Path(node["root"], "var/log/chef-backend/ctl.log").read_text()
+    assert "reconfigure" in ctl_log.splitlines()[-1]
+
+
+def test_secrets_file_mode_is_restored(chef: ChefLab) -> None:
+    secrets = Path(record(chef)["nodes"]["be2"]["root"], "etc/chef-backend/secrets.json")
+    since = last_seq(chef)
+    faults.inject(chef.directory, "secrets-mode", "be2")
+    reaction, _ = trail(chef, "chef-backend-secrets-mode", since)
+    assert reaction["outcome"] == "ok"
+    assert secrets.stat().st_mode & 0o777 == 0o640
+
+
+def test_clock_drift_escalates_and_touches_no_clock(chef: ChefLab) -> None:
+    since = last_seq(chef)
+    skew = Path(record(chef)["nodes"]["be2"]["services"]["ntp"]["skew_file"])
+    faults.inject(chef.directory, "clock-drift", "be2")
+    try:
+        told = wait_event(chef, since, "chef/backend/be2/clock_drift", 30)
+        assert told["rule"] == "chef-clock-drift"
+        assert "never steps" in told["data"]["action"]
+        jobs = [e for e in events(chef, since, "saline/job/*") if e["rule"] == "chef-clock-drift"]
+        assert jobs == []
+    finally:
+        skew.write_text("0\n")
+    wait_event(chef, since, "saline/beacon/be2/time_drift/ok", 30)
+
+
+# --- last: a fix that does not hold ----------------------------------------------------------
+
+
+def test_a_fix_that_does_not_hold_escalates_instead_of_looping(chef: ChefLab) -> None:
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync")
+    data = record(chef)
+    node = data["nodes"]["be3"]
+    svc, password = node["services"]["postgresql"], data["secrets"]["password"]
+    stop = threading.Event()
+
+    def keep_pausing() -> None:  # whatever the ladder resumes is paused again
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # the ladder may be restarting it
+                pg.query(node["address"], svc, password, "SELECT pg_wal_replay_pause()")
+            stop.wait(0.2)
+
+    since = last_seq(chef)
+    pauser = threading.Thread(target=keep_pausing, daemon=True)
+    with Writer(chef, "w_sticky"):
+        pauser.start()
+        try:
+            escalated = wait_event(
+                chef, since, "saline/reactor/chef-pg-follower-out-of-sync/escalated", 200
+            )
+        finally:
+            stop.set()
+            pauser.join(5)
+    assert escalated["data"]["key"] == "be3"
+    assert "flapping" in escalated["data"]["reason"] or "fired" in escalated["data"]["reason"]
+    fired = [
+        r
+        for r in reactions(chef, "chef-pg-follower-out-of-sync")
+        if r["verdict"] == "fire" and r["key"] == "be3" and r["event_seq"] > since
+    ]
+    assert 1 <= len(fired) <= 3, "the rule kept looping"
+    pg.query(node["address"], svc, password, "SELECT pg_wal_replay_resume()")
