@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= /tmp/saline-demo
+CHEF_DEMO_DIR ?= /tmp/saline-chef-demo
 
 .PHONY: setup system lint typecheck unit test demo bench clean
 
@@ -54,6 +55,10 @@ demo: setup
 	  $(BIN)/saline run '*' service.status demo --out json | \
 	    $(BIN)/python -c 'import json,sys; r=json.load(sys.stdin)["returns"]; print({k: v["return"]["running"] for k, v in sorted(r.items())})'; \
 	  echo '$$ saline jobs list'; $(BIN)/saline jobs list -n 5
+	@echo '$$ saline lab demo   # the Chef HA lab: real PostgreSQL and etcd, faults healed'
+	@$(BIN)/saline lab down --dir $(CHEF_DEMO_DIR) >/dev/null 2>&1 || true
+	@rm -rf $(CHEF_DEMO_DIR)
+	$(BIN)/saline lab demo --dir $(CHEF_DEMO_DIR)
 
 bench: setup
 	$(BIN)/python tests/bench/fanout.py --minions 1000 --json bench-fanout-1000.json

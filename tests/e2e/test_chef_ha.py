@@ -259,6 +259,21 @@ def test_clock_drift_escalates_and_touches_no_clock(chef: ChefLab) -> None:
     wait_event(chef, since, "saline/beacon/be2/time_drift/ok", 30)
 
 
+def test_rolling_frontend_upgrade_runbook(chef: ChefLab) -> None:
+    target = record(chef)["target_level"]
+    level = json.dumps(target)
+    proc = saline(
+        chef, "orchestrate", "chef/rolling_upgrade",
+        "--var", "first=fe1", "--var", "others=fe2", "--var", f"level={level}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert level_of(chef, "fe1") == target
+    assert level_of(chef, "fe2") == target
+    for node in ("fe1", "fe2"):
+        log = Path(record(chef)["nodes"][node]["root"], "var/log/opscode/reconfigure.log")
+        assert "upgrade level=" in log.read_text()
+
+
 # --- last: a fix that does not hold ----------------------------------------------------------
 
 

@@ -220,3 +220,28 @@ def test_secrets_with_a_wrong_mode_reapply_the_backend_state(
     )
     decision = only(evaluate(event, rule("chef-backend-secrets-mode"), view(), ReactorState(), 0))
     assert (decision.verdict is Verdict.FIRE) is fires, decision.reason
+
+
+def digests(**by_node: str) -> StaticView:
+    return view(**{n: {"config_drift": {"digest": d}} for n, d in by_node.items()})
+
+
+@pytest.mark.parametrize(
+    ("minion", "state", "digest", "fires"),
+    [
+        ("be3", "changed", "b", True),  # in the minority across the backends
+        ("be1", "ok", "a", False),  # with the majority
+        ("be2", "drifted", "a", True),  # off the formula's expected values
+    ],
+)
+def test_config_drift_is_decided_across_backends(
+    minion: str, state: str, digest: str, fires: bool
+) -> None:
+    event = Event(
+        tag=f"saline/beacon/{minion}/config_drift/{state}",
+        minion=minion,
+        data={"state": state, "digest": digest},
+    )
+    cluster = digests(be1="a", be2="a", be3="b")
+    decision = only(evaluate(event, rule("chef-backend-config-drift"), cluster, ReactorState(), 0))
+    assert (decision.verdict is Verdict.FIRE) is fires, decision.reason

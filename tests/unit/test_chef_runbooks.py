@@ -275,7 +275,6 @@ def test_rolling_upgrade_order(upgrade: FakeRunner) -> None:
     assert only(upgrade, "chef_server.set_migration_level")[0].kwargs == {
         "major": "1",
         "minor": "48",
-        "path": "/var/opt/opscode/upgrades/migration-level",
     }
 
 
