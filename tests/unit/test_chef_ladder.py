@@ -68,6 +68,14 @@ def test_wal_gone_climbs_every_rung_in_order_to_the_reclone() -> None:
     assert {c.target for c in runner.calls} == {"be2"}  # never the leader
 
 
+def test_a_follower_that_is_down_starts_at_the_restart() -> None:
+    runner = ladder(("chef_backend.restart", {}))
+    result = execute(LADDER, runner, vars={**VARS, "down": True})
+    assert result.success, result
+    assert [f for f, _ in fixes(runner)] == ["chef_backend.restart"]
+    assert runner.calls[0].fun == "chef_backend.restart"  # no catch-up wait first
+
+
 def test_a_ladder_that_fails_fails_the_runbook() -> None:
     runner = ladder(None)
     result = execute(LADDER, runner, vars=VARS)

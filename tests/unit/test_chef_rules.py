@@ -73,7 +73,13 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
     action = decision.actions[0].action
     assert isinstance(action, OrchestrateAction)
     assert action.runbook == "chef/heal_follower"
-    assert action.vars == {"node": "be2", "host": "127.0.1.2", "port": "5432", "leader": "be1"}
+    assert action.vars == {
+        "node": "be2",
+        "host": "127.0.1.2",
+        "port": "5432",
+        "leader": "be1",
+        "down": False,
+    }
 
 
 def test_no_known_leader_escalates_instead_of_guessing() -> None:
