@@ -55,6 +55,13 @@ def test_paused_replay_stops_at_the_first_rung() -> None:
     assert [f for f, _ in fixes(runner)] == ["postgres.resume_replay"]
 
 
+def test_paused_replay_is_resumed_without_waiting_for_catch_up() -> None:
+    runner = ladder(("postgres.resume_replay", {}))
+    result = execute(LADDER, runner, vars={**VARS, "paused": True})
+    assert result.success, result
+    assert runner.calls[0].fun == "postgres.resume_replay"
+
+
 def test_wal_gone_climbs_every_rung_in_order_to_the_reclone() -> None:
     runner = ladder(("chef_backend.pgsql_follow", {"force_basebackup": True}))
     result = execute(LADDER, runner, vars=VARS)

@@ -79,6 +79,7 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
         "port": "5432",
         "leader": "be1",
         "down": False,
+        "paused": False,
     }
 
 
@@ -251,3 +252,14 @@ def test_config_drift_is_decided_across_backends(
     cluster = digests(be1="a", be2="a", be3="b")
     decision = only(evaluate(event, rule("chef-backend-config-drift"), cluster, ReactorState(), 0))
     assert (decision.verdict is Verdict.FIRE) is fires, decision.reason
+
+
+def test_paused_replay_is_passed_to_the_ladder() -> None:
+    event = out_of_sync("be3")
+    paused = event.model_copy(update={"data": {**event.data, "replay_paused": True}})
+    decision = only(
+        evaluate(paused, rule("chef-pg-follower-out-of-sync"), view(), ReactorState(), 0)
+    )
+    action = decision.actions[0].action
+    assert isinstance(action, OrchestrateAction)
+    assert action.vars["paused"] is True

@@ -252,6 +252,8 @@ class ChefLab:
                     "interval": 1,
                     "reassert": 5,
                 },
+                # the four status lines, through the shim: what an operator reads first
+                "chef_backend_status": {"interval": 5},
                 "chef_secrets": {
                     "beacon": "file",
                     "paths": [f"{root}/{rel}" for rel in layout.BACKEND_SECRETS],

@@ -56,10 +56,16 @@ def pg_wal_gone(data: dict[str, Any], me: dict[str, Any]) -> str:
     svc = _follower(data, me)
     password = data["secrets"]["password"]
     leader, lsvc = _leader(data)
-    (replayed,) = pg.query(me["address"], svc, password, "SELECT pg_last_wal_replay_lsn()")[0]
+    # the follower replays what it already received from its own pg_wal, then asks the
+    # leader for the segment holding its last received position: that one must be gone
+    (received,) = pg.query(
+        me["address"], svc, password,
+        "SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())",
+    )[0]  # fmt: skip
     pg.stop(svc, "immediate")
-    (needed,) = pg.query(leader["address"], lsvc, password, "SELECT pg_walfile_name(%s)",
-                         (replayed,))[0]  # fmt: skip
+    # + 1: at a segment boundary pg_walfile_name names the segment before it
+    (needed,) = pg.query(leader["address"], lsvc, password,
+                         "SELECT pg_walfile_name(%s::pg_lsn + 1)", (received,))[0]  # fmt: skip
     pg.query(leader["address"], lsvc, password,
              "CREATE TABLE IF NOT EXISTS saline_lab_churn (n int)")  # fmt: skip
     for rounds in range(1, 41):
@@ -72,13 +78,28 @@ def pg_wal_gone(data: dict[str, Any], me: dict[str, Any]) -> str:
         )  # fmt: skip
         oldest = segments[0][0]
         if oldest is not None and oldest[8:] > needed[8:]:
+            log = Path(svc["log"])
+            seen = log.stat().st_size if log.exists() else 0
             pg.start(svc)
+            _wait_in_log(log, seen, "has already been removed")
             return (
                 f"{me['name']} needs WAL segment {needed}; after {rounds} switch(es) the "
                 f"leader's oldest is {oldest}: only a re-clone can bring it back"
             )
     pg.start(svc)
     raise ChefLabError(f"the leader still keeps segment {needed} after 40 WAL switches")
+
+
+def _wait_in_log(log: Path, offset: int, text: str, timeout: float = 15.0) -> None:
+    """Until ``text`` appears in ``log`` after ``offset``: the fault has really taken hold."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with log.open("rb") as f:
+            f.seek(offset)
+            if text.encode() in f.read():
+                return
+        time.sleep(0.1)
+    raise ChefLabError(f"no {text!r} in {log} after {timeout:g}s: the fault did not take hold")
 
 
 def etcd_kill(data: dict[str, Any], me: dict[str, Any]) -> str:
