@@ -69,6 +69,28 @@ def test_chef_backend_status_through_a_job_reads_the_real_cluster(chef: ChefLab)
     }  # fmt: skip
 
 
+def test_the_formulas_states_converge_on_the_lab(chef: ChefLab) -> None:
+    """Highstate in test mode changes nothing; applied, it converges; again: no changes."""
+    root = Path(record(chef)["nodes"]["be1"]["root"])
+    rules_v4 = root / "etc/iptables/rules.v4"
+    before = rules_v4.exists()
+    proc = saline(chef, "state", "apply", "*", "--test", "--out", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert rules_v4.exists() == before, "test mode wrote a file"
+    proc = saline(chef, "state", "apply", "*", "--out", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rules = rules_v4.read_text()
+    for member in ("127.0.1.1", "127.0.1.4", "127.0.1.5"):
+        assert member in rules
+    assert "5432" in rules and "9200:9400" in rules
+    again = json.loads(saline(chef, "state", "apply", "*", "--out", "json").stdout)
+    assert set(again["returns"]) == {"be1", "be2", "be3", "fe1", "fe2"}
+    for minion, ret in again["returns"].items():
+        assert ret["success"] and ret["return"], minion
+        changed = [chunk["id"] for chunk in ret["return"] if chunk["changes"]]
+        assert changed == [], (minion, changed)
+
+
 # --- PostgreSQL followers -----------------------------------------------------------------
 
 FOLLOWER_FAULTS = [
