@@ -16,7 +16,7 @@ from reactors.state import ReactorState
 from reactors.view import StaticView
 
 RULES = load_rules([SHIPPED_RULES])
-INVENTORY = {
+INVENTORY: dict[str, dict[str, Any]] = {
     "be1": {"role": "backend"},
     "be2": {"role": "backend"},
     "be3": {"role": "backend"},
@@ -263,3 +263,16 @@ def test_paused_replay_is_passed_to_the_ladder() -> None:
     action = decision.actions[0].action
     assert isinstance(action, OrchestrateAction)
     assert action.vars["paused"] is True
+
+
+def test_a_configured_reference_frontend_wins_over_the_highest_level() -> None:
+    pinned = {**INVENTORY, "fe2": {"role": "frontend", "chef_migration_reference": True}}
+    observed = levels([3, 13], [3, 12])
+    cluster = StaticView(pinned, observations=observed.observations)
+    event = Event(tag="saline/beacon/fe1/migration_level/changed", minion="fe1")
+    decision = only(evaluate(event, rule("chef-migration-level-drift"), cluster, ReactorState(), 0))
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    action = decision.actions[0].action
+    assert isinstance(action, OrchestrateAction)
+    assert action.vars["drifted"] == ["fe1"]
+    assert (action.vars["major"], action.vars["minor"]) == (3, 12)
