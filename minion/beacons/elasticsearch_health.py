@@ -1,20 +1,25 @@
 """The ``elasticsearch_health`` beacon: the Elasticsearch cluster's health colour.
 
 Params:
-  ``url``: the node's HTTP URL (default ``http://127.0.0.1:9200``); ``timeout``: seconds.
+  ``url``: the node's HTTP URL (default ``http://127.0.0.1:9200``); ``timeout``: seconds;
+  ``client``: ``http`` (default: plain HTTP, so the official client never loads in the
+  minion) or ``auto`` (the official client, with its plain-HTTP fallback).
 
 States (one observation keyed ``cluster``):
   ``green`` (ok), ``yellow`` (bad: replicas unassigned), ``red`` (bad: a primary
   unassigned), ``down`` (bad: no usable answer; ``error`` says why).
 
 Data: ``status``, ``unassigned_shards``, ``number_of_nodes``, ``cluster_name``, ``client``
-("elasticsearch-py" or "http-fallback"), ``url``; for ``down``, ``error``.
+("http", or with ``client: auto`` "elasticsearch-py" or "http-fallback"), ``url``; for
+``down``, ``error``.
 
 Example::
 
     beacons:
       elasticsearch_health: {url: http://127.0.0.1:9200, interval: 10}
 """
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +37,9 @@ class ElasticsearchHealthBeaconConfig(BeaconConfig):
     url: str = elasticsearch.DEFAULT_URL
     #: seconds per request
     timeout: float = Field(default=5, gt=0)
+    #: ``http`` (default: plain HTTP, the official client is not loaded in the minion) or
+    #: ``auto`` (the official client, ~23 MB, with the HTTP fallback)
+    client: Literal["http", "auto"] = "http"
 
 
 class ElasticsearchHealthBeacon(Beacon):
@@ -50,7 +58,9 @@ class ElasticsearchHealthBeacon(Beacon):
             services=self.ctx.services,
         )
         try:
-            result = elasticsearch.health(module_ctx, url, self.config.timeout)
+            result = elasticsearch.health(
+                module_ctx, url, self.config.timeout, client=self.config.client
+            )
         except ExecutionError as exc:
             return [Observation(KEY, "down", bad=True, data={"url": url, "error": str(exc)})]
         status = result["status"]

@@ -2,7 +2,8 @@
 
 Params:
   ``endpoints``: client URLs of the members (default ``http://127.0.0.1:2379``);
-  ``timeout``: seconds per request.
+  ``timeout``: seconds per request; ``client``: ``http`` (default: the HTTP gateway, so
+  grpc never loads in the minion) or ``auto`` (the etcd3 client when it loads).
 
 States (one observation keyed ``cluster``):
   ``healthy`` (ok: every member healthy), ``degraded`` (bad: some member unhealthy but the
@@ -16,6 +17,8 @@ Example::
     beacons:
       etcd_health: {endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379], interval: 10}
 """
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +35,9 @@ class EtcdHealthBeaconConfig(BeaconConfig):
     endpoints: list[str] = Field(default_factory=lambda: [etcd.DEFAULT_ENDPOINT], min_length=1)
     #: seconds per request
     timeout: float = Field(default=3, gt=0)
+    #: ``http`` (default: the HTTP gateway, nothing heavy loaded in the minion) or ``auto``
+    #: (the etcd3 client, ~27 MB with grpc, when it loads)
+    client: Literal["http", "auto"] = "http"
 
 
 class EtcdHealthBeacon(Beacon):
@@ -48,7 +54,9 @@ class EtcdHealthBeacon(Beacon):
             grains={},
             services=self.ctx.services,
         )
-        result = etcd.health(module_ctx, self.config.endpoints, self.config.timeout)
+        result = etcd.health(
+            module_ctx, self.config.endpoints, self.config.timeout, client=self.config.client
+        )
         unhealthy = [
             {"endpoint": check["endpoint"], "error": check["error"]}
             for check in result["endpoints"]

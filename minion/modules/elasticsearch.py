@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:9200"
 CLIENT = "elasticsearch-py"
 FALLBACK = "http-fallback"
+#: plain HTTP by choice: what long-lived callers (beacons in the minion) use to stay light
+HTTP = "http"
+CLIENTS = ("auto", HTTP)
 
 ClientCall = Callable[["Elasticsearch"], "ApiResponse[Any]"]
 
@@ -37,39 +40,48 @@ class _Session:
     included; it raises :class:`ExecutionError` only when no answer came.
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
-        from elasticsearch import Elasticsearch
-
+    def __init__(self, url: str, timeout: float, client: str = "auto") -> None:
         if urlsplit(url).scheme not in ("http", "https"):
             raise ExecutionError(f"elasticsearch url must be http(s)://..., not {url!r}")
+        if client not in CLIENTS:
+            raise ExecutionError(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.client: Elasticsearch | None = None
+        if client == HTTP:
+            self.mode = HTTP  # the official client (~23 MB) is never imported
+            return
+        import elasticsearch
+
         self.mode = CLIENT
-        self.client = Elasticsearch(
+        self.client = elasticsearch.Elasticsearch(
             hosts=[self.url], request_timeout=timeout, max_retries=0, retry_on_timeout=False
         )
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
     def call(
         self, via_client: ClientCall, method: str, path: str, query: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         """Run ``via_client`` with the official client, or ``method path?query`` by hand."""
-        if self.mode == CLIENT:
-            answer = self._with_client(via_client)
+        if self.client is not None and self.mode == CLIENT:
+            answer = self._with_client(via_client, self.client)
             if answer is not None:
                 return answer
             self.mode = FALLBACK
         return self._with_urllib(method, path, query or {})
 
-    def _with_client(self, via_client: ClientCall) -> tuple[int, Any] | None:
+    def _with_client(
+        self, via_client: ClientCall, client: "Elasticsearch"
+    ) -> tuple[int, Any] | None:
         """The client's answer, or None when it refused the server as not Elasticsearch."""
         import elastic_transport
         import elasticsearch
 
         try:
-            response = via_client(self.client)
+            response = via_client(client)
         except elasticsearch.UnsupportedProductError:
             return None
         except elasticsearch.ApiError as exc:
@@ -128,8 +140,10 @@ def _error_type(body: Any) -> str | None:
     return str(error.get("type")) if isinstance(error, dict) else None
 
 
-def _run(url: str, timeout: float, work: Callable[[_Session], dict[str, Any]]) -> dict[str, Any]:
-    session = _Session(url, timeout)
+def _run(
+    url: str, timeout: float, work: Callable[[_Session], dict[str, Any]], client: str = "auto"
+) -> dict[str, Any]:
+    session = _Session(url, timeout, client)
     try:
         result = work(session)
     finally:
@@ -142,8 +156,12 @@ def health(
     url: str = DEFAULT_URL,
     timeout: float = 5,
     wait_for_status: str | None = None,
+    client: str = "auto",
 ) -> dict[str, Any]:
     """Cluster health and the server's version.
+
+    ``client``: ``auto`` uses the official client and falls back to plain HTTP for a server
+    it refuses; ``http`` uses plain HTTP only (the beacon's choice: no client in the minion).
 
     With ``wait_for_status`` ("green", "yellow" or "red") the server waits up to ``timeout``
     seconds for that status or better; if it is not reached Elasticsearch answers 408 and
@@ -151,7 +169,7 @@ def health(
 
     :returns: ``status``, ``number_of_nodes``, ``unassigned_shards``,
         ``active_primary_shards``, ``cluster_name``, ``timed_out``, ``server_version`` and
-        ``client`` ("elasticsearch-py" or "http-fallback").
+        ``client`` ("elasticsearch-py", "http-fallback" or "http").
     """
 
     wait = f"{round(timeout * 1000)}ms"  # Elasticsearch rejects fractional time values
@@ -181,7 +199,7 @@ def health(
         }
 
     # the server may hold the request for ``timeout``: give the answer time to arrive
-    return _run(url, timeout + 5 if wait_for_status else timeout, work)
+    return _run(url, timeout + 5 if wait_for_status else timeout, work, client)
 
 
 def shards(ctx: Context, url: str = DEFAULT_URL, timeout: float = 5) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from minion.modules.base import Context, ExecutionError
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 CLIENT = "etcd3"
 FALLBACK = "http-fallback"
+HTTP = "http"
 
 
 def _load_client() -> Any:
@@ -36,7 +37,8 @@ def _load_client() -> Any:
     # ("Descriptors cannot be created directly"); the pure-Python backend accepts them. The
     # variable is read once, when protobuf is first imported, so it must be set before the
     # import below. setdefault: an operator's explicit choice wins (and may then fall back).
-    # Execution functions run in a forked job child, so this does not leak into the minion.
+    # Execution functions run in a forked job child, so this does not leak into the minion
+    # (beacons, which run in the minion, ask for client=http and never get here).
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     try:
         with warnings.catch_warnings():  # its old *_pb2 modules warn on every descriptor
@@ -182,21 +184,28 @@ def _check(etcd3: Any, url: str, timeout: float) -> dict[str, Any]:
 
 
 def health(
-    ctx: Context, endpoints: str | Sequence[str] = DEFAULT_ENDPOINT, timeout: float = 3
+    ctx: Context,
+    endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+    timeout: float = 3,
+    client: str = "auto",
 ) -> dict[str, Any]:
     """Health of every endpoint, and whether the healthy ones make a quorum.
 
     ``endpoints``: comma-separated URLs or a list. Unreachable members are reported in
     ``endpoints`` with ``healthy: false`` and an ``error``; nothing is raised for them.
+    ``client``: ``auto`` (etcd3 when it loads, else the HTTP gateway) or ``http`` (the HTTP
+    gateway only: what beacons use, so grpc and protobuf never load in the minion).
     """
+    if client not in ("auto", HTTP):
+        raise ExecutionError(f"client must be auto or {HTTP}, got {client!r}")
     urls = _endpoints(endpoints)
     seconds = _timeout(timeout)
-    etcd3 = _load_client()
+    etcd3 = _load_client() if client == "auto" else None
     checks = [_check(etcd3, url, seconds) for url in urls]
     healthy_count = sum(1 for check in checks if check["healthy"])
     quorum = len(urls) // 2 + 1
     return {
-        "client": CLIENT if etcd3 else FALLBACK,
+        "client": CLIENT if etcd3 else (HTTP if client == HTTP else FALLBACK),
         "endpoints": checks,
         "healthy_count": healthy_count,
         "total": len(urls),

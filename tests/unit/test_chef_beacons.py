@@ -4,6 +4,7 @@ against endpoints where nothing listens (and their pure state mapping)."""
 
 import json
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_elasticsearch_green_yellow_red(es: tuple[EsStandin, str], ctx: BeaconCo
     assert (green.key, green.state, green.bad) == ("cluster", "green", False)
     assert green.data["unassigned_shards"] == 0
     assert green.data["number_of_nodes"] == 3
-    assert green.data["client"] in ("elasticsearch-py", "http-fallback")
+    assert green.data["client"] == "http"
 
     standin.set_health("yellow")
     [yellow] = beacon.check()
@@ -233,7 +234,8 @@ def test_etcd_bogus_endpoint_has_no_quorum(ctx: BeaconContext) -> None:
 
 
 def _fake_health(healthy: list[bool]) -> Any:
-    def health(ctx: Any, endpoints: list[str], timeout: float) -> dict[str, Any]:
+    def health(ctx: Any, endpoints: list[str], timeout: float, client: str) -> dict[str, Any]:
+        assert client == "http"  # the beacon's default: nothing heavy in the minion
         checks = [
             {"endpoint": url, "healthy": ok, "error": None if ok else "refused", "leader": False}
             for url, ok in zip(endpoints, healthy, strict=True)
@@ -312,3 +314,28 @@ def test_pg_replication_states() -> None:
     out = PgReplicationBeacon.observe("n:5432", lagging)
     assert (out.state, out.bad, out.data["receiver_status"]) == ("out_of_sync", True, None)
     assert out.data["problems"] == ["not connected"]
+
+
+def test_health_beacons_load_no_heavy_client_into_the_minion(tmp_path: Path) -> None:
+    """Beacons run inside the long-lived minion: the official Elasticsearch client (~23 MB)
+    and etcd3 with grpc (~27 MB) must stay out of it (jobs still use them, in a child)."""
+    standin = EsStandin()
+    host, port = standin.start()
+    try:
+        script = (
+            "import sys\n"
+            "from minion.beacons.base import BeaconContext\n"
+            "from minion.beacons.elasticsearch_health import ElasticsearchHealthBeacon as E\n"
+            "from minion.beacons.etcd_health import EtcdHealthBeacon as T\n"
+            "ctx = BeaconContext('be1', None)\n"
+            f"es = E(E.Config(url='http://{host}:{port}'), ctx).check()[0]\n"
+            "et = T(T.Config(endpoints=['http://127.0.0.1:9'], timeout=0.5), ctx).check()[0]\n"
+            "heavy = sorted(m for m in ('elasticsearch', 'etcd3', 'grpc') if m in sys.modules)\n"
+            "print(es.state, et.state, heavy)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        standin.stop()
+    assert out.split() == ["green", "no_quorum", "[]"]

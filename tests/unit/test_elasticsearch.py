@@ -257,3 +257,17 @@ def test_loading_the_module_does_not_load_the_client() -> None:
     probe = "import sys, minion.modules.elasticsearch; print('elasticsearch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert (loaded.returncode, loaded.stdout.strip()) == (0, "False"), loaded.stderr
+
+
+def test_http_client_choice_reads_both_kinds_of_server_without_the_official_client(
+    ctx: Context, cluster: tuple[EsStandin, str]
+) -> None:
+    standin, url = cluster
+    standin.set_health("yellow")
+    result = es_module.health(ctx, url, client="http")
+    assert (result["status"], result["client"]) == ("yellow", "http")
+
+
+def test_unknown_client_choice_is_refused(ctx: Context, modern: tuple[EsStandin, str]) -> None:
+    with pytest.raises(ExecutionError, match="client must be one of auto, http"):
+        es_module.health(ctx, modern[1], client="grpc")

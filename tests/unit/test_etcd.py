@@ -216,3 +216,11 @@ def test_import_does_not_load_etcd3_or_protobuf() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_http_client_choice_never_loads_etcd3(healthy_cluster: EtcdCluster, ctx: Context) -> None:
+    result = etcd_module.health(ctx, healthy_cluster.endpoints, client="http")
+    assert result["client"] == "http"
+    assert result["healthy_count"] == 3
+    with pytest.raises(ExecutionError, match="client must be auto or http"):
+        etcd_module.health(ctx, healthy_cluster.endpoints, client="grpc")
