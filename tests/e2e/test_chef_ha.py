@@ -7,6 +7,8 @@ test makes a fix that does not hold and expects an escalation.
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from saline.lab.chefha import faults, health, pg
 from saline.lab.chefha.cluster import ChefLab, lab_record
-from saline.lab.chefha.state import BACKENDS
+from saline.lab.chefha.state import BACKENDS, ChefLabError
 from tests.e2e.healing import Writer, events, last_seq, reactions, saline, trail, wait_event
 from tests.support import wait_for
 
@@ -57,6 +59,19 @@ def test_lab_status_lists_nodes_services_ports_and_live_pids(chef: ChefLab) -> N
         assert os.geteuid() != 0 or pg_owner != 0, "PostgreSQL must not run as root"
     assert all(nodes[n]["minion"]["online"] for n in nodes)
     assert all_synced(chef)
+
+
+def test_a_second_lab_on_the_same_addresses_is_refused_before_touching_anything(
+    chef: ChefLab,
+) -> None:
+    other = Path(tempfile.mkdtemp(prefix="saline-chefha-second-"))
+    try:
+        with pytest.raises(ChefLabError, match=r"127\.0\.1\.1:5432 is in use"):
+            ChefLab(other).up()
+        assert not (other / "nodes").exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert all_synced(chef)  # the running lab did not notice
 
 
 def test_chef_backend_status_through_a_job_reads_the_real_cluster(chef: ChefLab) -> None:

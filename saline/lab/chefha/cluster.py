@@ -10,6 +10,7 @@ shipped Chef HA rules, runbooks and state tree.
 import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 import urllib.request
@@ -56,6 +57,32 @@ def _check_traversable(directory: Path) -> None:
             )
 
 
+def _check_ports_free(backends: list[str]) -> None:
+    """Every backend's service ports must be free: another lab may hold 127.0.1.x."""
+    wanted = [
+        (address, port, kind)
+        for address in backends
+        for port, kind in (
+            (layout.PG_PORT, socket.SOCK_STREAM),
+            (layout.ETCD_CLIENT_PORT, socket.SOCK_STREAM),
+            (layout.ETCD_PEER_PORT, socket.SOCK_STREAM),
+            (layout.ES_PORT, socket.SOCK_STREAM),
+            (layout.NTP_PORT, socket.SOCK_DGRAM),
+        )
+    ]
+    for address, port, kind in wanted:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            # as the servers do: connections of a previous lab in TIME_WAIT do not count
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as e:
+                raise ChefLabError(
+                    f"{address}:{port} is in use ({e.strerror}): is another Chef HA lab "
+                    "running? (`saline lab down --dir ...`)"
+                ) from None
+
+
 class ChefLab:
     """The Chef HA lab in ``directory``: up, status, down."""
 
@@ -81,8 +108,9 @@ class ChefLab:
             self._start_postgres(data)
             timings["postgresql"] = time.monotonic() - started
             self._start_processes(data)
-            timings["etcd+elasticsearch"] = time.monotonic() - started - timings["postgresql"]
+            timings["etcd and stand-ins"] = time.monotonic() - started - timings["postgresql"]
             save(self.directory, data)
+            self._write_pillar(data)
             mark = time.monotonic()
             self.lab.up(
                 len(BACKENDS) + len(FRONTENDS),
@@ -96,7 +124,6 @@ class ChefLab:
             save(self.directory, data)
             self.down()
             raise
-        self._write_pillar(data)
         timings["total"] = time.monotonic() - started
         return timings
 
@@ -105,8 +132,9 @@ class ChefLab:
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)  # postgres must traverse to its data dirs; listings stay private
         _check_traversable(d)
-        shutil.rmtree(d / "nodes", ignore_errors=True)
         addresses = layout.addresses(self.subnet)
+        _check_ports_free([addresses[b] for b in BACKENDS])
+        shutil.rmtree(d / "nodes", ignore_errors=True)
         password, repl = secrets.token_hex(16), secrets.token_hex(16)
         cidrs = layout.cidr_list(self.subnet)
         backend_addrs = [addresses[b] for b in BACKENDS]
@@ -295,6 +323,7 @@ class ChefLab:
             }
         }
         pdir = self.directory / "pillar"
+        pdir.mkdir(exist_ok=True)
         (pdir / "top.yaml").write_text("'*': [chef_ha]\n")
         text = yaml.safe_dump(pillar, sort_keys=False)
         # the pillar is rendered with each minion's grains: every node gets its own shims
