@@ -103,15 +103,17 @@ def down(directory: Path | None) -> None:
 
 @lab.command()
 @click.argument("kind")
-@click.argument("node")
+@click.argument("node", required=False)
 @_DIR
-def fault(kind: str, node: str, directory: Path | None) -> None:
-    """Inject fault KIND on NODE of the Chef HA lab (KIND list: `saline lab fault list x`)."""
+def fault(kind: str, node: str | None, directory: Path | None) -> None:
+    """Inject fault KIND on NODE of the Chef HA lab (`saline lab fault list`: the kinds)."""
     from saline.lab.chefha import faults
 
     if kind == "list":
         click.echo("\n".join(faults.FAULTS))
         return
+    if node is None:
+        raise click.UsageError("which NODE? (e.g. saline lab fault pg-stop be2)")
     click.echo(faults.inject(_dir(directory), kind, node))
 
 

@@ -101,3 +101,35 @@ def test_the_status_table_has_the_reference_layout_and_parses() -> None:
     assert parse_status(text)["healthy"] is True
     assert health.duration(3 * 86400 + 61) == "3d 0h 1m 1s"
     assert health.duration(5) == "5s"
+
+
+def fake_cluster(tmp_path: Path) -> Path:
+    nodes = {
+        name: {"name": name, "address": f"127.0.1.{i}", "root": str(tmp_path / name),
+               "role": "backend" if name.startswith("be") else "frontend", "services": {}}
+        for i, name in enumerate(("be1", "be2", "fe1"), 1)
+    }  # fmt: skip
+    save(tmp_path, {"leader": "be1", "subnet": "127.0.1", "nodes": nodes})
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("kind", "node", "why"),
+    [
+        ("bogus", "be2", "unknown fault 'bogus' (one of: pg-stop,"),
+        ("pg-stop", "be1", "be1 is the PostgreSQL leader: lab faults break followers"),
+        ("pg-pause-replay", "fe1", "fe1 is a frontend: PostgreSQL faults need a backend"),
+        ("migration-drift", "be2", "be2 is a backend: migration faults need a frontend"),
+        ("etcd-kill", "be9", "no lab node 'be9'"),
+    ],
+)
+def test_faults_refuse_what_they_must_not_break(
+    tmp_path: Path, kind: str, node: str, why: str
+) -> None:
+    from saline.lab.chefha import faults
+    from saline.lab.chefha.state import ChefLabError
+
+    lab = fake_cluster(tmp_path)
+    with pytest.raises(ChefLabError) as e:
+        faults.inject(lab, kind, node)
+    assert why in str(e.value)
