@@ -41,6 +41,9 @@ class BeaconSpec(BaseModel):
     enabled: bool = True
     #: emit each key's first observation whatever its state (by default only a bad one)
     announce: bool = False
+    #: emit the current observation again every this many seconds, good or bad: keeps the
+    #: master's view of a value that moves within a state (a clock offset) fresh
+    refresh: float | None = Field(default=None, gt=0)
 
     @property
     def params(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Edge semantics, per (beacon instance, observation key):
   with ``announce: true`` (so the master's view holds every node's state from the start);
 * afterwards an event is emitted whenever the state changes (recoveries included);
 * with ``reassert: N``, a bad state that persists is emitted again every N seconds;
+* with ``refresh: N``, any state is emitted again every N seconds (values that move within
+  a state, such as a clock offset, stay fresh in the master's view);
 * a ``transient`` observation (the file beacon's ``changed``) is emitted every time it is
   seen and does not replace the key's remembered state.
 
@@ -45,6 +47,8 @@ class ScheduledBeacon:
     reassert: float | None
     #: emit the first observation of each key even when it is good
     announce: bool = False
+    #: emit every key's observation again after this many seconds, whatever its state
+    refresh: float | None = None
 
 
 @dataclass
@@ -81,7 +85,7 @@ def build_beacon(
         beacon = cls(config, ctx)
     except Exception as exc:
         raise ConfigError(f"{where}: cannot set up the {kind} beacon: {exc}") from exc
-    return ScheduledBeacon(name, beacon, spec.interval, spec.reassert, spec.announce)
+    return ScheduledBeacon(name, beacon, spec.interval, spec.reassert, spec.announce, spec.refresh)
 
 
 class BeaconRunner:
@@ -170,6 +174,10 @@ class BeaconRunner:
         if tracked is None:
             return obs.bad or sched.announce
         if obs.state != tracked.state:
+            return True
+        if sched.refresh is not None and (
+            tracked.emitted_at is None or now - tracked.emitted_at >= sched.refresh
+        ):
             return True
         return (
             obs.bad

@@ -586,3 +586,18 @@ def test_beacons_config_rejects_names_that_are_not_one_tag_segment() -> None:
     assert spec.params == {"max_1m": 2}
     with pytest.raises(ValidationError, match="greater than 0"):
         BeaconSpec.model_validate({"interval": 0})
+
+
+def test_refresh_re_emits_any_state_on_its_period(ctx: BeaconContext) -> None:
+    emitted: Emitted = []
+    runner = runner_for(
+        ctx, emitted, scripted={"steps": steps("up", "up", "up", "down", "down"), "refresh": 10}
+    )
+    for now in (0, 5, 10, 12, 14):
+        poll(runner, "scripted", now)
+    # up at 0 is silent (first, good); at 5 it was never emitted: refresh sends it; 10 is
+    # within 10 s of that; down at 12 is a change; 14 is within the period again
+    assert [(tag, data["n"]) for tag, data in emitted] == [
+        ("scripted/up", 2),
+        ("scripted/down", 4),
+    ]

@@ -293,6 +293,7 @@ class ChefLab:
                     "timeout": 1,
                     "interval": 1,
                     "reassert": 5,
+                    "refresh": 10,  # offsets move within "ok": keep the master's view fresh
                     "announce": True,
                 },
                 "config_drift": {
