@@ -83,9 +83,11 @@ def online(lab: Lab) -> set[str]:
         return set()
 
 
-def events(lab: Lab, tag: str = "*") -> list[dict[str, Any]]:
-    """Stored events so far (replayed from the store), matching ``tag``."""
-    proc = saline(lab, "events", "--tag", tag, "--no-follow", "--out", "json")
+def events(lab: Lab, tag: str = "*", since: int = 0) -> list[dict[str, Any]]:
+    """Stored events after seq ``since`` (replayed from the store), matching ``tag``."""
+    proc = saline(
+        lab, "events", "--tag", tag, "--since", str(since), "--no-follow", "--out", "json"
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 

@@ -1,8 +1,6 @@
 """What the e2e tests share: a writer on the leader, the bus, the audit trail."""
 
-import json
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,26 +9,17 @@ import psycopg2  # type: ignore[import-untyped]
 
 from saline.lab.chefha import pg
 from saline.lab.chefha.cluster import ChefLab, lab_record
+from tests import support
 from tests.support import wait_for
 
 
 def saline(chef: ChefLab, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "saline.cli.main", "-c", str(chef.lab.master_config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return support.saline(chef.lab, *args, timeout=120)
 
 
 def events(chef: ChefLab, since: int = 0, tag: str = "*") -> list[dict[str, Any]]:
     """Stored events after seq ``since`` matching ``tag``, oldest first."""
-    proc = saline(
-        chef, "events", "--since", str(since), "--no-follow", "--tag", tag, "--out", "json"
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return support.events(chef.lab, tag, since)
 
 
 def last_seq(chef: ChefLab) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from saline.lab import processes
-from saline.lab.chefha import layout, pg, procs
+from saline.lab.chefha import health, layout, pg, procs
 from saline.lab.chefha.state import BACKENDS, FRONTENDS, ChefLabError, load, save
 from saline.lab.lab import Lab, LabError
 
@@ -164,6 +164,9 @@ class ChefLab:
                 ntp["marker"] = ntp["skew_file"]
                 node["services"] = services
                 layout.write_backend_files(root, address, cidrs, password)
+                layout.write_file(
+                    root / layout.PGPASS, f"*:{layout.PG_PORT}:*:saline:{password}\n", 0o600
+                )
                 node["ctl"] = str(
                     layout.write_shim(
                         root, "chef-backend-ctl", "saline.lab.chefha.backend_ctl", d, name
@@ -215,7 +218,7 @@ class ChefLab:
         for name in BACKENDS:
             node = data["nodes"][name]
             etcd, es = node["services"]["etcd"], node["services"]["elasticsearch"]
-            _wait(lambda u=etcd["client_url"]: _http_ok(f"{u}/health"), 30, f"etcd on {name}")
+            _wait(lambda s=etcd: health.etcd_healthy(s), 30, f"etcd on {name}")
             es_url = f"http://{node['address']}:{es['port']}/"
             _wait(lambda u=es_url: _http_ok(u), 30, f"elasticsearch stand-in on {name}")
 
@@ -250,13 +253,14 @@ class ChefLab:
                 },
             }
         services = node["services"]
-        # libpq reads the password from PGPASSFILE: beacons and jobs never carry it
-        pgpass = Path(root) / ".pgpass"
         port = services["postgresql"]["port"]
-        layout.write_file(pgpass, f"*:{port}:*:saline:{data['secrets']['password']}\n", 0o600)
         return {
             "grains": grains,
-            "env": {"SALINE_CHEF_BACKEND_CTL": node["ctl"], "PGPASSFILE": str(pgpass)},
+            # libpq reads the password from PGPASSFILE: beacons and jobs never carry it
+            "env": {
+                "SALINE_CHEF_BACKEND_CTL": node["ctl"],
+                "PGPASSFILE": f"{root}/{layout.PGPASS}",
+            },
             "beacons": {
                 "pg_replication": {
                     "host": address,

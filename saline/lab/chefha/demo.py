@@ -37,29 +37,35 @@ _CHECKS = frozenset(
 class Scenario:
     fault: str
     node: str
-    #: tag glob of the event that shows the fault was detected
-    bad: str
+    #: tag glob (``{node}`` is the node) of the event that shows the fault was detected
+    bad_glob: str
     #: tag glob of the event that shows it healed
-    good: str
+    good_glob: str
     deadline: float = 90.0
 
+    @property
+    def bad(self) -> str:
+        return self.bad_glob.format(node=self.node)
 
+    @property
+    def good(self) -> str:
+        return self.good_glob.format(node=self.node)
+
+
+_PG = "saline/beacon/{node}/pg_replication/"
 SCENARIOS = (
-    Scenario("pg-pause-replay", "be2", "saline/beacon/be2/pg_replication/out_of_sync",
-             "saline/beacon/be2/pg_replication/in_sync"),
-    Scenario("pg-wal-gone", "be3", "saline/beacon/be3/pg_replication/[do]*",
-             "saline/beacon/be3/pg_replication/in_sync", deadline=150.0),
-    Scenario("pg-stop", "be2", "saline/beacon/be2/pg_replication/down",
-             "saline/beacon/be2/pg_replication/in_sync"),
-    Scenario("etcd-kill", "be3", "saline/beacon/be3/etcd_member/[dn]*",
-             "saline/beacon/be3/etcd_member/healthy"),
-    Scenario("es-red", "be1", "saline/beacon/be1/elasticsearch_health/red",
-             "saline/beacon/be1/elasticsearch_health/green"),
-    Scenario("migration-drift", "fe2", "saline/beacon/fe2/migration_level/changed",
+    Scenario("pg-pause-replay", "be2", _PG + "out_of_sync", _PG + "in_sync"),
+    Scenario("pg-wal-gone", "be3", _PG + "[do]*", _PG + "in_sync", deadline=150.0),
+    Scenario("pg-stop", "be2", _PG + "down", _PG + "in_sync"),
+    Scenario("etcd-kill", "be3", "saline/beacon/{node}/etcd_member/[dn]*",
+             "saline/beacon/{node}/etcd_member/healthy"),
+    Scenario("es-red", "be1", "saline/beacon/{node}/elasticsearch_health/red",
+             "saline/beacon/{node}/elasticsearch_health/green"),
+    Scenario("migration-drift", "fe2", "saline/beacon/{node}/migration_level/changed",
              "saline/reactor/chef-migration-level-drift/finished"),
-    Scenario("md5-auth", "be3", "saline/beacon/be3/config_drift/drifted",
-             "saline/beacon/be3/config_drift/ok"),
-    Scenario("secrets-mode", "be2", "saline/beacon/be2/chef_secrets/changed",
+    Scenario("md5-auth", "be3", "saline/beacon/{node}/config_drift/drifted",
+             "saline/beacon/{node}/config_drift/ok"),
+    Scenario("secrets-mode", "be2", "saline/beacon/{node}/chef_secrets/changed",
              "saline/reactor/chef-backend-secrets-mode/finished"),
 )  # fmt: skip
 

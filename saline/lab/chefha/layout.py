@@ -32,6 +32,8 @@ SERVER_RB = "etc/opscode/chef-server.rb"
 FRONTEND_SECRETS = "etc/opscode/private-chef-secrets.json"
 MIGRATION_LEVEL = "var/opt/opscode/upgrades/migration-level"
 BOOTSTRAPPED = "var/opt/opscode/bootstrapped"
+#: the lab's libpq password file (mode 0600), named by the minion's PGPASSFILE
+PGPASS = ".pgpass"
 
 
 def addresses(subnet: str) -> dict[str, str]:
