@@ -107,7 +107,7 @@ def fake_cluster(tmp_path: Path) -> Path:
     nodes = {
         name: {"name": name, "address": f"127.0.1.{i}", "root": str(tmp_path / name),
                "role": "backend" if name.startswith("be") else "frontend", "services": {}}
-        for i, name in enumerate(("be1", "be2", "fe1"), 1)
+        for i, name in enumerate(("be1", "be2", "be3", "fe1"), 1)
     }  # fmt: skip
     save(tmp_path, {"leader": "be1", "subnet": "127.0.1", "nodes": nodes})
     return tmp_path
@@ -133,3 +133,42 @@ def test_faults_refuse_what_they_must_not_break(
     with pytest.raises(ChefLabError) as e:
         faults.inject(lab, kind, node)
     assert why in str(e.value)
+
+
+def backend(lab: Path, *args: str) -> int:
+    return backend_ctl.main(["--lab", str(lab), "--node", "be2", *args])
+
+
+def test_join_cluster_needs_the_shared_secrets_and_records_the_join(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = fake_cluster(tmp_path)
+    secrets = tmp_path / "chef-backend-secrets.json"
+    assert backend(lab, "join-cluster", "127.0.1.1", "-s", str(secrets), "--yes") == 1
+    assert "cannot read shared secrets" in capsys.readouterr().err
+    secrets.write_text('{"postgresql": {}}')
+    assert backend(lab, "join-cluster", "127.0.1.1", "-s", str(secrets), "--yes") == 0
+    assert backend(lab, "create-cluster", "--accept-license", "--yes") == 0
+    log = (tmp_path / "be2/var/log/chef-backend/ctl.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in log] == ["join-cluster be1", "create-cluster"]
+
+
+def test_gen_server_config_writes_a_private_frontend_config(tmp_path: Path) -> None:
+    lab = fake_cluster(tmp_path)
+    data = json.loads((lab / "chefha.json").read_text())
+    data["secrets"] = {"password": "db-pw"}
+    save(lab, data)
+    out = tmp_path / "chef-server.rb.fe1"
+    assert backend(lab, "gen-server-config", "fe1.lab", "-f", str(out)) == 0
+    text = out.read_text()
+    assert "fqdn 'fe1.lab'" in text and "use_chef_backend true" in text
+    assert out.stat().st_mode & 0o777 == 0o640  # it holds the database password
+
+
+def test_org_create_records_the_org(lab: Path) -> None:
+    key = lab / "4thcoffee-validator.pem"
+    args = ["org-create", "4thcoffee", "Fourth Coffee, Inc.", "--association_user", "janedoe"]
+    assert ctl(lab, *args, "--filename", str(key)) == 0
+    accounts = (lab / "nodes/fe1/var/log/opscode/accounts.log").read_text()
+    assert "org-create 4thcoffee assoc=janedoe" in accounts
+    assert key.stat().st_mode & 0o777 == 0o600
