@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_the_status_table_has_the_reference_layout_and_parses() -> None:
 
 
 def fake_cluster(tmp_path: Path) -> Path:
-    nodes = {
+    nodes: dict[str, dict[str, Any]] = {
         name: {"name": name, "address": f"127.0.1.{i}", "root": str(tmp_path / name),
                "role": "backend" if name.startswith("be") else "frontend", "services": {}}
         for i, name in enumerate(("be1", "be2", "be3", "fe1"), 1)
