@@ -6,11 +6,14 @@ loses events (counted on the subscription), never the bus or the store.
 
 import asyncio
 import fnmatch
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from master.store.base import EventRecord, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -46,8 +49,12 @@ class EventBus:
         now = time.time()
         saved = self.store.save_events([e if e.ts else replace(e, ts=now) for e in events])
         for event in saved:
-            for sub in self.subscriptions:
-                sub.offer(event)
+            for sub in list(self.subscriptions):
+                try:
+                    sub.offer(event)
+                except Exception:  # one subscriber's fault is its own, never the bus's
+                    sub.dropped += 1
+                    log.exception("subscriber %r could not take event %s", sub.tag_glob, event.seq)
         return saved
 
     def publish(self, tag: str, data: dict[str, Any], minion: str | None = None) -> None:

@@ -66,6 +66,8 @@ class RunRequest(_Request):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0, le=86400)
     batch: int | None = Field(default=None, ge=1)
+    #: kwarg names (or positions, as digits) whose values are secrets: never stored or shown
+    secret: list[str] = Field(default_factory=list, max_length=64)
 
 
 class JobsListRequest(_Request):
@@ -223,6 +225,13 @@ class ClientApi:
             self.master.refusals.count("client_acl", f"{caller.user} may not run {req.fun}")
             await write({"type": "error", "message": f"{caller.user} may not run {req.fun}"})
             return
+        limit = self.master.config.max_jobs_per_user
+        running = sum(1 for j in self.master.jobs.active.values() if j.record.user == caller.user)
+        if running >= limit:
+            self.master.refusals.count("user_jobs", f"{caller.user} has {running} jobs running")
+            why = f"{caller.user} has {running} jobs running (max_jobs_per_user {limit})"
+            await write({"type": "error", "message": why})
+            return
         request = JobRequest(
             target=req.target,
             tgt_type=req.tgt_type.value,
@@ -232,6 +241,7 @@ class ClientApi:
             timeout=req.timeout or self.master.config.job_timeout,
             batch=req.batch,
             user=caller.user,
+            secret=tuple(req.secret),
         )
         job = self.master.jobs.start(request, self.master.inventory())
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -295,8 +305,16 @@ class ClientApi:
                     "missing": job.missing,
                 },
                 "returns": returns,
+                # while it runs: who runs it now, and who waits because they are busy
+                **self._live(req.jid),
             }
         )
+
+    def _live(self, jid: str) -> dict[str, Any]:
+        active = self.master.jobs.active.get(jid)
+        if active is None:
+            return {}
+        return {"running": sorted(active.inflight), "queued": self.master.jobs.queued(active)}
 
     async def op_events(self, caller: Caller, req: EventsRequest, write: Write) -> None:
         sub = self.master.bus.subscribe(req.tag)
@@ -386,8 +404,10 @@ class ClientApi:
                     minion: {b: o.get("state") for b, o in seen.items() if ":" not in b}
                     for minion, seen in master.reactor.observations.items()
                 },
+                "tasks": master.supervisor.as_dict(),
                 "reactor": {
                     "paused": master.reactor.state.paused,
+                    "failures": master.reactor.failures,
                     "in_flight": sorted(master.reactor.state.in_flight),
                     "awaiting_approval": sorted(master.reactor.state.awaiting),
                 },

@@ -1,6 +1,7 @@
 """MasterConfig: every setting of ``saline master``, validated by pydantic."""
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +58,11 @@ class MasterConfig(BaseModel):
     file_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/states")])
     #: pillar trees (each with its own top.yaml)
     pillar_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/pillar")])
+    #: grains the master trusts per minion id (pillar targeting and templates use only
+    #: these; what a minion claims in its hello never unlocks a secret)
+    minion_grains: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: named compound targets over ids and trusted grains, used as ``N@name`` in pillar top
+    nodegroups: dict[str, str] = Field(default_factory=dict)
     #: continuous enforcement runs
     schedule: list[ScheduleEntry] = Field(default_factory=list)
     #: tag globs a minion may fire events under; {id} is its authenticated id
@@ -77,6 +83,20 @@ class MasterConfig(BaseModel):
     #: events per second a minion may send (sustained), and its burst allowance
     minion_event_rate: float = Field(default=50.0, gt=0)
     minion_event_burst: float = Field(default=500.0, ge=1)
+    #: jobs one minion runs at once (more wait on the master, their timeout not started)
+    max_concurrent_jobs: int = Field(default=8, ge=1)
+    #: jobs one client user may have running at once (the reactor and schedule are exempt)
+    max_jobs_per_user: int = Field(default=32, ge=1)
+    #: keys waiting for an operator; beyond this, new keys are refused and counted
+    max_pending_keys: int = Field(default=1000, ge=1)
+    #: CURVE handshakes of keys the master does not know, per second in total and per
+    #: source address, with their bursts (known keys are never limited)
+    new_key_rate: float = Field(default=50.0, gt=0)
+    new_key_burst: float = Field(default=200.0, ge=1)
+    new_key_rate_per_address: float = Field(default=5.0, gt=0)
+    new_key_burst_per_address: float = Field(default=50.0, ge=1)
+    #: cap on one event's data, packed (bigger events are refused as ``bad_event``)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
 
     @property
     def client_socket(self) -> Path:

@@ -12,10 +12,11 @@ import zmq.asyncio
 from pydantic import BaseModel
 
 import saline
+from master.admission import KeyAdmission
 from master.bus import EventBus
 from master.clientapi import ClientApi
 from master.config import MasterConfig
-from master.drift import drift_of
+from master.drift import bounded, drift_of
 from master.fileserver import FileServer
 from master.handlers import HANDLERS, Batch, Peer, refusal
 from master.intake import EventIntake
@@ -27,6 +28,8 @@ from master.scheduler import Enforcer
 from master.stats import Refusals
 from master.store.base import EventRecord
 from master.store.sqlite import SqliteStore
+from master.supervisor import Supervisor
+from master.trust import TrustedGrains
 from master.zap import ZapHandler
 from saline.codec import decode_from_minion, encode
 from saline.errors import ProtocolError
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: most frames handled (and returns committed) per pass over the socket
 _BATCH = 2000
+#: ... and at most about this many bytes of them
+_BATCH_BYTES = 64 * 1024 * 1024
 _POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic shows in profiles
 _HANDSHAKE_FAILURES = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -54,6 +59,12 @@ class Master:
         self.keypair = load_or_create_keypair(config.pki_dir, "master")
         self.keys = KeyRing(config.pki_dir)
         self.refusals = Refusals()
+        self.admission = KeyAdmission(
+            config.new_key_rate,
+            config.new_key_burst,
+            config.new_key_rate_per_address,
+            config.new_key_burst_per_address,
+        )
         self.store = SqliteStore(config.store_path)
         self.bus = EventBus(self.store)
         self.presence = Presence(config.presence_timeout)
@@ -61,11 +72,17 @@ class Master:
             m.id: m.grains for m in self.store.minions().values()
         }
         self.fileserver = FileServer(config.file_roots)
-        self.pillar = PillarCompiler(config.pillar_roots)
+        self.pillar = PillarCompiler(config.pillar_roots, config.nodegroups)
+        self.trusted = TrustedGrains(config.minion_grains, self.keys)
         self.intake = EventIntake(
-            config.minion_event_tags, config.minion_event_rate, config.minion_event_burst
+            config.minion_event_tags,
+            config.minion_event_rate,
+            config.minion_event_burst,
+            config.max_event_bytes,
         )
-        self.jobs = JobManager(self.store, self.bus, self.presence, self.send_job)
+        self.jobs = JobManager(
+            self.store, self.bus, self.presence, self.send_job, config.max_concurrent_jobs
+        )
         self.reactor = Reactor(self)  # a bad rule file stops the start, naming file and line
         self.router: zmq.asyncio.Socket | None = None
         #: the same socket without pyzmq's asyncio layer (5x cheaper per message); every
@@ -73,6 +90,7 @@ class Master:
         self.sock: zmq.Socket[bytes] | None = None
         self._readable = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.supervisor = Supervisor()
 
     # -- outbound ----------------------------------------------------------------------
 
@@ -113,11 +131,14 @@ class Master:
                 await self._readable.wait()
                 continue
             frames_batch: list[list[zmq.Frame]] = []
-            while len(frames_batch) < _BATCH:
+            held = 0  # bytes: 2,000 frames of 16 MiB must not all be held at once
+            while len(frames_batch) < _BATCH and held < _BATCH_BYTES:
                 try:
-                    frames_batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                frames_batch.append(frames)
+                held += sum(len(f) for f in frames)
             batch = Batch()
             for frames in frames_batch:
                 try:
@@ -178,6 +199,10 @@ class Master:
             self.jobs.returned(record)
             drift = drift_of(record)
             if drift is not None:
+                if not self.intake.admit(record.minion)[0]:  # derived: the minion's own rate
+                    self.refusals.count("event_rate", f"{record.minion} drift over its rate")
+                    continue
+                drift = bounded(drift, self.config.max_event_bytes)
                 chain = chains.get(record.jid, (None, 0, None))
                 tag = f"saline/state/{record.minion}/drift"
                 outgoing.append(EventRecord(tag, drift, record.minion, now, None, *chain))
@@ -212,7 +237,7 @@ class Master:
 
     async def serve(self) -> None:
         ctx = zmq.asyncio.Context()
-        zap = ZapHandler(ctx, self.keys, self.refusals)
+        zap = ZapHandler(ctx, self.keys, self.refusals, self.admission)
         address = tcp_address(self.config.interface, self.config.port)
         self.router = bind_router(ctx, self.keypair, address, self.config.max_frame_bytes)
         self.sock = zmq.Socket.shadow(self.router.underlying)
@@ -226,16 +251,13 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        tasks = [
-            asyncio.create_task(coro)
-            for coro in (
-                zap.serve(),
-                self._receive_loop(),
-                self._presence_loop(),
-                self._monitor_loop(monitor),
-                self.reactor.run(),
-            )
-        ]
+        supervisor = self.supervisor
+        supervisor.start("zap", zap.serve)
+        supervisor.start("receive", self._receive_loop)
+        supervisor.start("presence", self._presence_loop)
+        supervisor.start("monitor", lambda: self._monitor_loop(monitor))
+        self.reactor.resume()
+        supervisor.start("reactor", self.reactor.run)
         log.info(
             "master ready on %s (key %s), client API at %s",
             address,
@@ -243,18 +265,11 @@ class Master:
             self.config.client_socket,
         )
         try:
-            done, _ = await asyncio.wait(
-                [asyncio.create_task(self.stopping.wait()), *tasks],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await self.stopping.wait()
         finally:
             enforcer.stop()
             self.reactor.stop()
-            for task in tasks:
-                task.cancel()
+            await supervisor.stop()
             asyncio.get_running_loop().remove_reader(self.sock.FD)
             await api.stop()
             with contextlib.suppress(zmq.ZMQError):

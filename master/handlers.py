@@ -20,6 +20,7 @@ from master.store.base import EventRecord, MinionRecord, ReturnRecord
 from saline.errors import KeyRingError, SalineError
 from saline.keys import KeyEntry, KeyState
 from saline.protocol import (
+    Ack,
     Bye,
     Event,
     FileReply,
@@ -34,6 +35,7 @@ from saline.protocol import (
     Return,
     Welcome,
 )
+from saline.values import shape_problem
 
 if TYPE_CHECKING:
     from master.daemon import Master
@@ -94,6 +96,11 @@ def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
         master.refusals.count("rejected_key", msg.id)
         master.reply(peer.route, Refused(reason="key rejected"))
         return
+    problem = shape_problem(msg.grains)
+    if problem is not None:
+        master.refusals.count("bad_grains", f"{msg.id}: {problem}")
+        master.reply(peer.route, Refused(reason=f"bad_grains: grains.{problem}"))
+        return
     master.grains[msg.id] = msg.grains
     master.store.save_minion(MinionRecord(msg.id, msg.grains, time.time()))
     if master.presence.start(msg.id, peer.route):
@@ -102,8 +109,15 @@ def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
 
 
 def _admit_new_key(master: "Master", peer: Peer, msg: Hello) -> KeyState | None:
-    """A key never seen before: pending, or accepted when auto_accept is on."""
+    """A key never seen before: pending (while there is room), or accepted when auto_accept
+    is on. Announced one by one at an enrolment's pace, once per flood beyond it."""
     state = KeyState.ACCEPTED if master.config.auto_accept else KeyState.PENDING
+    limit = master.config.max_pending_keys
+    if state is KeyState.PENDING and master.keys.count(KeyState.PENDING) >= limit:
+        master.refusals.count("pending_full", f"{msg.id}: {limit} keys already pending")
+        _announce_flood(master, f"{limit} keys are pending (max_pending_keys): new keys refused")
+        master.reply(peer.route, Refused(reason="too many keys pending; try again later"))
+        return None
     try:
         master.keys.add(msg.id, peer.public, state)
     except KeyRingError as e:
@@ -112,10 +126,21 @@ def _admit_new_key(master: "Master", peer: Peer, msg: Hello) -> KeyState | None:
         return None
     if state is KeyState.ACCEPTED:
         log.warning("AUTO-ACCEPTED the key of minion %r (auto_accept is on)", msg.id)
-    else:
+        return state
+    if master.admission.announce():
         log.info("new key of minion %r is pending: `saline key accept %s`", msg.id, msg.id)
         master.bus.publish(f"saline/key/{msg.id}/pending", {"id": msg.id}, None)
+    else:
+        _announce_flood(master, "new keys arrive faster than an enrolment: filed silently")
     return state
+
+
+def _announce_flood(master: "Master", sentence: str) -> None:
+    """One log line and one ``saline/key/flood`` event per flood of new keys."""
+    if master.admission.flood_started():
+        pending = master.keys.count(KeyState.PENDING)
+        log.warning("%s (%d pending; `saline key list`)", sentence, pending)
+        master.bus.publish("saline/key/flood", {"reason": sentence, "pending": pending}, None)
 
 
 def on_heartbeat(master: "Master", peer: Peer, msg: Heartbeat, batch: Batch) -> None:
@@ -125,13 +150,27 @@ def on_heartbeat(master: "Master", peer: Peer, msg: Heartbeat, batch: Batch) -> 
 
 def on_return(master: "Master", peer: Peer, msg: Return, batch: Batch) -> None:
     master.presence.seen(msg.id, peer.route)
+    fun = master.jobs.targeted_fun(msg.jid, msg.id)
+    if fun is None:
+        # no such job, or not sent to this minion: acknowledged (a resend is no better),
+        # never stored, accounted or turned into events
+        master.refusals.count("return_not_targeted", f"{msg.id} for job {msg.jid!r}")
+        master.reply(peer.route, Ack(jids=[msg.jid]))
+        return
+    success, retcode, ret = msg.success, msg.retcode, msg.ret
+    problem = shape_problem(ret, allow_bytes=True)
+    if problem is not None:
+        # stored as a failure that says why (acknowledged: a resend would be no better)
+        master.refusals.count("bad_return", f"{msg.id} job {msg.jid}: {problem}")
+        success, retcode = False, 1
+        ret = {"error": "bad_return", "message": f"the return could not be stored: {problem}"}
     record = ReturnRecord(
         jid=msg.jid,
         minion=msg.id,  # equal to the key's bound id: the policy checked it
-        fun=msg.fun,
-        success=msg.success,
-        retcode=msg.retcode,
-        ret=msg.ret,
+        fun=fun,  # the job's, not what the return claims (drift is judged on it)
+        success=success,
+        retcode=retcode,
+        ret=ret,
         duration_ms=msg.duration_ms,
         received=time.time(),
     )
@@ -152,6 +191,13 @@ def on_event(master: "Master", peer: Peer, msg: Event, batch: Batch) -> None:
             data = {"rate": intake.rate, "burst": intake.burst}
             batch.events.append(EventRecord(f"saline/minion/{msg.id}/rate_limited", data, None, 0))
         return
+    problem = intake.data_problem(msg.data)
+    if problem is not None:
+        master.refusals.count("bad_event", f"{msg.id} event {msg.tag[:80]!r}: {problem}")
+        if intake.first_refusal(msg.id):
+            refused = {"reason": "bad_event", "tag": msg.tag, "problem": problem}
+            batch.events.append(EventRecord(f"saline/minion/{msg.id}/refused", refused, None, 0))
+        return
     if intake.duplicate(msg.id, msg.eid):
         return
     batch.events.append(EventRecord(msg.tag, msg.data, msg.id, msg.ts or time.time()))
@@ -171,9 +217,17 @@ def on_file_request(master: "Master", peer: Peer, msg: FileRequest, batch: Batch
 
 
 def on_pillar_request(master: "Master", peer: Peer, msg: PillarRequest, batch: Batch) -> None:
-    # msg.id equals the key's bound id (policy MINION): a minion only gets its own pillar
+    # msg.id equals the key's bound id (policy MINION): a minion only gets its own pillar,
+    # compiled on trusted grains only (what it claims never unlocks a secret)
+    trusted = master.trusted.of(msg.id)
+    contradiction = master.trusted.contradiction(trusted, master.grains.get(msg.id, {}))
+    if contradiction is not None:
+        master.refusals.count("grains_contradict", f"{msg.id}: {contradiction}")
+        error = f"no pillar: claimed grains contradict the trusted ones ({contradiction})"
+        master.reply(peer.route, PillarReply(req=msg.req, error=error))
+        return
     try:
-        pillar, secrets = master.pillar.compile(msg.id, master.grains.get(msg.id, {}))
+        pillar, secrets = master.pillar.compile(msg.id, trusted)
     except SalineError as e:
         master.reply(peer.route, PillarReply(req=msg.req, error=str(e)))
         return

@@ -5,27 +5,36 @@ Chef HA namespaces; never ``saline/job/...``, ``saline/key/...`` or another mini
 most ``minion_event_rate`` per second with bursts of ``minion_event_burst``. Refused and
 excess events are acknowledged (the minion must not resend them forever), dropped and
 counted; the first drop of an episode fires one ``saline/minion/ID/rate_limited``.
+
+Event data must be JSON-shaped (no bin, ext types or timestamps; at most
+``DEFAULT_MAX_DEPTH`` levels) and at most ``max_event_bytes`` packed: anything else is
+acknowledged, dropped, counted as ``bad_event`` and announced by one
+``saline/minion/ID/refused`` per minion and ``REFUSED_EVENT_PERIOD``.
 """
 
 import fnmatch
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Any
 
+from master.ratelimit import RateLimiter
+from saline.values import value_problem
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
-    limited: bool = False
+#: at most one ``saline/minion/ID/refused`` event per minion in this many seconds
+REFUSED_EVENT_PERIOD = 60.0
 
 
 class EventIntake:
-    def __init__(self, patterns: list[str], rate: float, burst: float) -> None:
+    def __init__(
+        self, patterns: list[str], rate: float, burst: float, max_event_bytes: int = 65536
+    ) -> None:
         self.patterns = patterns
         self.rate = rate
         self.burst = burst
-        self._buckets: dict[str, _Bucket] = {}
+        self.max_event_bytes = max_event_bytes
+        self._limiter = RateLimiter(rate, burst)
+        #: minion -> when its last ``refused`` event was fired (one per flood)
+        self._refused_at: dict[str, float] = {}
         #: (minion, eid) of recently stored events: a resend after a lost ack is dropped
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -34,24 +43,22 @@ class EventIntake:
             return False
         return any(fnmatch.fnmatchcase(tag, p.replace("{id}", minion_id)) for p in self.patterns)
 
+    def data_problem(self, data: Any) -> str | None:
+        """Why this event data may not be stored (shape, depth, size); None if it may."""
+        return value_problem(data, self.max_event_bytes)
+
+    def first_refusal(self, minion_id: str, now: float | None = None) -> bool:
+        """True when a refusal of ``minion_id``'s event should be announced (once a period)."""
+        now = time.monotonic() if now is None else now
+        last = self._refused_at.get(minion_id)
+        if last is not None and now - last < REFUSED_EVENT_PERIOD:
+            return False
+        self._refused_at[minion_id] = now
+        return True
+
     def admit(self, minion_id: str, now: float | None = None) -> tuple[bool, bool]:
         """(admitted, first drop of an episode) for one more event from ``minion_id``."""
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(minion_id)
-        if bucket is None:
-            bucket = self._buckets[minion_id] = _Bucket(self.burst, now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-        bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            # an episode ends when the minion is well under its rate again, not at the
-            # first token that trickles back in (one "rate_limited" event per flood)
-            if bucket.tokens >= self.burst / 2:
-                bucket.limited = False
-            return True, False
-        first = not bucket.limited
-        bucket.limited = True
-        return False, first
+        return self._limiter.take(minion_id, now)
 
     def duplicate(self, minion_id: str, eid: str) -> bool:
         """True if this event id was stored already; else remember it."""

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +20,7 @@ from master.presence import Presence
 from master.store.base import JobRecord, ReturnRecord, Store
 from saline.codec import encode
 from saline.jid import new_jid
+from saline.masking import redact_arguments
 from saline.protocol import Job
 from saline.targeting import match_minions
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between progress reports to a waiting client on a long job
 PROGRESS_INTERVAL = 1.0
+#: jobs whose targets are kept in memory (older ones are looked up in the store)
+RECENT_JOBS = 20_000
 
 
 class Outcome(StrEnum):
@@ -47,6 +50,8 @@ class JobRequest:
     timeout: float
     batch: int | None
     user: str
+    #: kwarg names (or positions, as digits) the client marked secret
+    secret: tuple[str, ...] = ()
 
 
 #: sends an encoded frame to one minion; False when the minion cannot be reached
@@ -98,15 +103,45 @@ class ActiveJob:
 
 
 class JobManager:
-    def __init__(self, store: Store, bus: EventBus, presence: Presence, sender: Sender) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        presence: Presence,
+        sender: Sender,
+        max_per_minion: int = 8,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.presence = presence
         self.sender = sender
         self.active: dict[str, ActiveJob] = {}
+        #: jobs a minion may run at once; more wait here, their timeout not yet started
+        self.max_per_minion = max_per_minion
+        #: minion -> jobs sent to it and not yet returned or timed out
+        self.running: Counter[str] = Counter()
         #: jid -> (causing event seq, chain depth, rule) of jobs a reaction started; their
         #: return and drift events carry it (loop protection sees through jobs)
         self.chains: dict[str, tuple[int | None, int, str | None]] = {}
+        #: jid -> (function, targeted minions) of recent jobs: whose returns to accept
+        self._recent: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+
+    def _remember(self, record: JobRecord) -> tuple[str, frozenset[str]]:
+        known = self._recent[record.jid] = (record.fun, frozenset(record.minions))
+        if len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)
+        return known
+
+    def targeted_fun(self, jid: str, minion_id: str) -> str | None:
+        """The function of job ``jid`` if it targeted ``minion_id``; None when no such job
+        exists or it was not sent to that minion (its return is refused)."""
+        known = self._recent.get(jid)
+        if known is None:
+            record = self.store.get_job(jid)  # a job of an earlier run of the master
+            if record is None:
+                return None
+            known = self._remember(record)
+        return known[0] if minion_id in known[1] else None
 
     def start(self, request: JobRequest, inventory: Mapping[str, Mapping[str, Any]]) -> ActiveJob:
         """Match, persist and dispatch a job. ``inventory`` maps accepted ids to their grains.
@@ -116,11 +151,13 @@ class JobManager:
         matched = match_minions(request.target, request.tgt_type, inventory)
         missing = [m for m in matched if not self.presence.online(m)]
         reachable = [m for m in matched if m not in set(missing)]
+        # stored, shown and logged without secret argument values; sent with them
+        shown_args, shown_kwargs = redact_arguments(request.args, request.kwargs, request.secret)
         record = JobRecord(
             jid=new_jid(),
             fun=request.fun,
-            args=request.args,
-            kwargs=request.kwargs,
+            args=shown_args,
+            kwargs=shown_kwargs,
             target=request.target,
             tgt_type=request.tgt_type,
             minions=matched,
@@ -130,6 +167,7 @@ class JobManager:
             timeout=request.timeout,
         )
         self.store.save_job(record)  # durable before anything is sent
+        self._remember(record)
         self.bus.publish(
             f"saline/job/{record.jid}/new",
             {"fun": record.fun, "minions": matched, "missing": missing, "user": record.user},
@@ -139,8 +177,8 @@ class JobManager:
             Job(
                 jid=record.jid,
                 fun=record.fun,
-                args=record.args,
-                kwargs=record.kwargs,
+                args=request.args,
+                kwargs=request.kwargs,
                 timeout=record.timeout,
             )
         )
@@ -151,18 +189,37 @@ class JobManager:
         return job
 
     def dispatch(self, job: ActiveJob) -> None:
-        """Send to as many waiting minions as the batch size allows."""
+        """Send to as many waiting minions as the batch size allows; a minion already
+        running ``max_per_minion`` jobs is skipped and stays waiting (queued)."""
         sent: list[str] = []
-        while job.waiting and len(job.inflight) < job.batch:
-            minion_id = job.waiting.popleft()
+        for minion_id in list(job.waiting):
+            if len(job.inflight) >= job.batch:
+                break
+            if self.running[minion_id] >= self.max_per_minion:
+                continue
+            job.waiting.remove(minion_id)
             if self.sender(minion_id, job.frame):
                 job.inflight[minion_id] = time.monotonic() + job.record.timeout
+                self.running[minion_id] += 1
                 sent.append(minion_id)
             else:
                 job.outcomes[minion_id] = Outcome.NOT_REACHED
                 job.tell({"type": "not_reached", "id": minion_id})
         if sent:
             job.tell({"type": "sent", "ids": sent})
+
+    def queued(self, job: ActiveJob) -> list[str]:
+        """Minions this job waits for because they run ``max_per_minion`` jobs already."""
+        return sorted(m for m in job.waiting if self.running[m] >= self.max_per_minion)
+
+    def _release(self, minion_id: str) -> None:
+        """One job less on ``minion_id``: jobs queued for it may go on."""
+        self.running[minion_id] -= 1
+        if self.running[minion_id] <= 0:
+            del self.running[minion_id]
+        for other in self.active.values():
+            if minion_id in other.waiting:
+                other.changed.set()
 
     async def supervise(self, job: ActiveJob) -> dict[str, Any]:
         """Drive one job to its end: dispatch batches, expire deadlines; returns the summary."""
@@ -171,7 +228,8 @@ class JobManager:
             self.dispatch(job)
             while not job.finished:
                 now = time.monotonic()
-                deadline = min(job.inflight.values(), default=now)
+                # nothing in flight (all queued behind other jobs): wake for progress only
+                deadline = min(job.inflight.values(), default=now + PROGRESS_INTERVAL)
                 wake = min(deadline, last_progress + PROGRESS_INTERVAL)
                 job.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -184,6 +242,9 @@ class JobManager:
                     job.tell(job.progress(now - started))
         finally:
             self.active.pop(job.record.jid, None)
+            for minion_id in job.inflight:  # cancelled with minions still running it
+                self._release(minion_id)
+            job.inflight.clear()
         summary = job.summary()
         job.tell(summary)
         return summary
@@ -193,6 +254,7 @@ class JobManager:
         for minion_id, deadline in list(job.inflight.items()):
             if deadline <= now:
                 del job.inflight[minion_id]
+                self._release(minion_id)
                 job.outcomes[minion_id] = Outcome.TIMED_OUT
                 job.tell({"type": "timed_out", "id": minion_id})
 
@@ -202,6 +264,7 @@ class JobManager:
         if job is None or record.minion not in job.inflight:
             return
         del job.inflight[record.minion]
+        self._release(record.minion)
         job.returns[record.minion] = record
         job.outcomes[record.minion] = Outcome.SUCCESS if record.success else Outcome.FAILURE
         job.tell(

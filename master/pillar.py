@@ -1,8 +1,10 @@
 """Pillar: per-minion data compiled on the master from ``pillar_roots``.
 
 ``top.yaml`` in the pillar root maps compound targets to pillar files (``a.b`` ->
-``a/b.yaml`` or ``a/b/init.yaml``); the files are Jinja-rendered with the minion's
-grains, parsed, and deep-merged in top-file order. A value tagged ``!secret`` is a
+``a/b.yaml`` or ``a/b/init.yaml``); the files are Jinja-rendered, parsed, and
+deep-merged in top-file order. Targets and templates see only what the master decides:
+the authenticated id, nodegroups (``N@name``) and the *trusted* grains (``master.trust``),
+never the grains a minion claims. A value tagged ``!secret`` is a
 secret: it reaches only the minions whose pillar holds it, and the minion masks it in
 returns, logs and diffs::
 
@@ -64,8 +66,24 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
 
 
 class PillarCompiler:
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], nodegroups: Mapping[str, str] | None = None) -> None:
         self.roots = roots
+        self.nodegroups = dict(nodegroups or {})
+
+    def _expand(self, target: str) -> str:
+        """``N@name`` terms replaced by their nodegroup's compound, in parentheses."""
+        words = []
+        for word in target.split():
+            head = word.rstrip(")")
+            opening = head[: len(head) - len(head.lstrip("("))]
+            term = head[len(opening) :]
+            if term.startswith("N@"):
+                group = self.nodegroups.get(term[2:])
+                if group is None:
+                    raise PillarError(f"pillar top.yaml: unknown nodegroup {term[2:]!r}")
+                word = f"{opening}( {group} ){word[len(head) :]}"
+            words.append(word)
+        return " ".join(words)
 
     def _read(self, relative: str) -> tuple[str, str] | None:
         for root in self.roots:
@@ -97,7 +115,8 @@ class PillarCompiler:
         names: list[str] = []
         for target, assigned in top.items():
             try:
-                matched = compile_target(str(target), "compound").matches(minion_id, grains)
+                expanded = self._expand(str(target))
+                matched = compile_target(expanded, "compound").matches(minion_id, grains)
             except TargetError as e:
                 raise PillarError(f"pillar top.yaml: target {target!r}: {e}") from e
             if matched:
@@ -108,7 +127,8 @@ class PillarCompiler:
 
     def compile(self, minion_id: str, grains: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
         """This minion's pillar and its secret values. Only ever called for the id the
-        minion authenticated as: a minion cannot ask for another's pillar."""
+        minion authenticated as (a minion cannot ask for another's pillar), with the grains
+        the master trusts for it."""
         pillar: dict[str, Any] = {}
         secrets: set[str] = set()
         for name in self.names_for(minion_id, grains):

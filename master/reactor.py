@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "reactors" / "rules"
 #: the runbooks saline ships (reactors/runbooks/), searched after the operator's runbook_roots
 SHIPPED_RUNBOOKS = SHIPPED_RULES.parent / "runbooks"
+#: beacon names (and beacon:key pairs) the cluster view keeps per minion; each entry is an
+#: event's data, itself capped by ``max_event_bytes``, so a minion's share is bounded in bytes
+MAX_OBSERVATIONS_PER_MINION = 256
 
 
 class MasterJobRunner:
@@ -120,6 +123,8 @@ class Reactor:
         #: minion -> beacon (and beacon:key) -> latest observation: the cluster view
         self.observations: dict[str, dict[str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: batches the reactor could not decide on (a store write failed): shown in status
+        self.failures = 0
 
     # -- operator controls ---------------------------------------------------------------
 
@@ -188,10 +193,13 @@ class Reactor:
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    def resume(self) -> None:
+        """Reactions a previous master left running: finish them (once, at start)."""
         for record in self.audit.open_reactions():
             log.warning("resuming reaction %s of rule %s", record.id, record.rule)
             self._spawn(self.execute(record, resumed=True))
+
+    async def run(self) -> None:
         sub = self.master.bus.subscribe("*")
         ticker = asyncio.create_task(self._tick())
         try:
@@ -199,7 +207,11 @@ class Reactor:
                 batch = [await sub.queue.get()]
                 while not sub.queue.empty() and len(batch) < 1000:
                     batch.append(sub.queue.get_nowait())
-                self.react(batch)
+                try:
+                    self.react(batch)
+                except Exception:  # a store write failed: keep the subscription, go on
+                    self.failures += 1
+                    log.exception("the reactor could not decide on %d events", len(batch))
         finally:
             ticker.cancel()
             self.master.bus.unsubscribe(sub)
@@ -215,13 +227,31 @@ class Reactor:
             if not matching:
                 continue
             view = view or self.view()
-            for decision in evaluate(
-                _as_event(record), matching, view, self.state, time.time(), max_chain_depth=depth
-            ):
-                decisions.append((decision, record))
+            for rule in matching:  # one rule at a time: a rule that raises spoils no other
+                decisions.append((self._decide(record, rule, view, depth), record))
         if decisions:
             self.record(decisions)
         return [d for d, _ in decisions]
+
+    def _decide(self, record: EventRecord, rule: Rule, view: StaticView, depth: int) -> Decision:
+        """The engine's decision for one rule, or a ``failed`` one carrying the error."""
+        now = time.time()
+        try:
+            [decision] = evaluate(
+                _as_event(record), [rule], view, self.state, now, max_chain_depth=depth
+            )
+        except Exception as e:  # a bug in a rule, guard or template must not stop the reactor
+            log.exception("rule %s raised on event %s (seq %s)", rule.name, record.tag, record.seq)
+            return Decision(
+                verdict=Verdict.FAILED,
+                reason=f"deciding raised {type(e).__name__}: {str(e)[:500]}",
+                rule=rule.name,
+                event_id=str(record.seq),
+                event_tag=record.tag,
+                event_depth=record.depth,
+                at=now,
+            )
+        return decision
 
     def record(self, decisions: list[tuple[Decision, EventRecord]]) -> None:
         rows = [_row(d, e) for d, e in decisions]
@@ -236,9 +266,13 @@ class Reactor:
         """Once a second: trailing (once_after) reactions whose quiet period has passed."""
         while True:
             await asyncio.sleep(1.0)
-            decided = due(self.state, self.rules, self.view(), time.time())
-            if decided:
-                self.record([(d, EventRecord(d.event_tag, {}, None, d.at)) for d in decided])
+            try:
+                decided = due(self.state, self.rules, self.view(), time.time())
+                if decided:
+                    self.record([(d, EventRecord(d.event_tag, {}, None, d.at)) for d in decided])
+            except Exception:
+                self.failures += 1
+                log.exception("the reactor's timer could not decide on trailing reactions")
 
     def observe(self, record: EventRecord) -> None:
         parts = record.tag.split("/")
@@ -247,9 +281,13 @@ class Reactor:
         minion, beacon, state = parts[2], parts[3], parts[4]
         seen = {**record.data, "state": state, "ts": record.ts}
         by_beacon = self.observations.setdefault(minion, {})
-        by_beacon[beacon] = seen
-        if record.data.get("key") is not None:
-            by_beacon[f"{beacon}:{record.data['key']}"] = seen
+        keyed = record.data.get("key")
+        names = [beacon] if keyed is None else [beacon, f"{beacon}:{str(keyed)[:128]}"]
+        for name in names:
+            if name not in by_beacon and len(by_beacon) >= MAX_OBSERVATIONS_PER_MINION:
+                by_beacon.pop(next(iter(by_beacon)))  # the oldest name goes: bounded per minion
+            by_beacon.pop(name, None)
+            by_beacon[name] = seen
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -272,6 +310,9 @@ class Reactor:
                     done, detail = await self._run_action(row, index, action)
             except (SalineError, ValueError, KeyError) as e:
                 done, detail = False, str(e)
+            except Exception as e:  # a bug: the reaction fails with the error, the master lives
+                log.exception("action %d of reaction %s raised", index, row.id)
+                done, detail = False, f"raised {type(e).__name__}: {str(e)[:500]}"
             row.progress[index] = {
                 **row.progress.get(index, {}),
                 "state": "done" if done else "failed",

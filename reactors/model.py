@@ -31,6 +31,8 @@ class Verdict(StrEnum):
     ESCALATE = "escalate"  #: do nothing and tell a human (loop, flapping, unbuildable action)
     DRY_RUN = "dry_run"  #: would fire; the actions are the unapplied plan
     AWAIT_APPROVAL = "await_approval"  #: would fire once an operator approves
+    #: deciding raised (a bug in a rule, a guard or a template); nothing ran, the error is kept
+    FAILED = "failed"
 
 
 #: suffix of the ``saline/reactor/RULE/...`` audit event for each verdict
@@ -40,6 +42,7 @@ AUDIT_SUFFIX: Final = {
     Verdict.ESCALATE: "escalated",
     Verdict.DRY_RUN: "dry_run",
     Verdict.AWAIT_APPROVAL: "awaiting_approval",
+    Verdict.FAILED: "failed",
 }
 
 

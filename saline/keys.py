@@ -6,11 +6,13 @@ Layout under a master's ``pki_dir`` (dirs 0700, secret keys 0600)::
     minions/ID                        accepted minion public keys
     minions_pre/ID                    pending: seen, not yet accepted
     minions_rejected/ID               rejected: the ZAP handler refuses these keys
+    minions_grains/ID                 trusted grains the operator fixed for ID (JSON)
 
 A minion's ``pki_dir`` holds ``minion.pub`` / ``minion.key`` and, once known, ``master.pub``.
 """
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.utils.z85
@@ -125,6 +128,10 @@ _DIRS = {
 }
 
 
+#: where ``saline key accept ID --grain k=v`` keeps the grains the operator trusts
+_GRAINS_DIR = "minions_grains"
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     id: str
@@ -132,71 +139,147 @@ class KeyEntry:
     public: str
 
 
-class KeyRing:
-    """The master's minion keys. Safe to share between threads; reloads when files change.
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
-    The CLI (``saline key ...``) edits the files directly; a running master sees the change
-    on its next lookup because the index is rebuilt when a directory's mtime moves.
+
+class KeyRing:
+    """The master's minion keys. Safe to share between threads; follows the files.
+
+    Adding, moving or deleting a key through this object updates the in-memory index in
+    place (O(1)). The CLI (``saline key ...``) edits the files from another process; this
+    object notices by a cheap check, at most every 50 ms: a key directory whose mtime moved
+    (or was touched close to the last scan: mtime ticks are coarse) is listed again, names
+    and inodes only, and only files that are new or replaced are read. So a flood of new
+    keys costs one listing of the pending directory per 50 ms, never a read of every key
+    file per message. Every directory is also listed every ``RESCAN_SECONDS`` with a stat of
+    each file (a key deleted and written again may reuse its inode).
     """
+
+    #: list every key directory at least this often, even when no mtime moved
+    RESCAN_SECONDS = 2.0
 
     def __init__(self, pki_dir: Path) -> None:
         self.pki_dir = pki_dir
-        for d in _DIRS.values():
+        for d in (*_DIRS.values(), _GRAINS_DIR):
             ensure_dir(pki_dir / d)
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, ...] = ()
-        self._read_at_ns = 0
+        self._lock = threading.RLock()
         self._checked = 0.0
+        self._rescanned = 0.0
+        #: state -> (dir mtime seen, wall clock ns of that scan)
+        self._seen: dict[KeyState, tuple[int, int]] = {}
+        #: (state, id) -> (entry, (inode, mtime) of its file)
+        self._files: dict[tuple[KeyState, str], tuple[KeyEntry, tuple[int, int]]] = {}
         self._by_key: dict[str, KeyEntry] = {}
-        self._by_id: dict[tuple[KeyState, str], KeyEntry] = {}
+        #: public key -> every (state, id) holding it (stale copies included)
+        self._by_public: dict[str, set[tuple[KeyState, str]]] = {}
+        self._counts: dict[KeyState, int] = dict.fromkeys(KeyState, 0)
 
     def _dir(self, state: KeyState) -> Path:
         return self.pki_dir / _DIRS[state]
 
-    def _reload_if_changed(self) -> None:
-        # Checked at most every 50 ms (lookups happen per message). mtime ticks are coarse:
-        # a change made in the same tick as our last read leaves the stamp unchanged, so a
-        # directory touched shortly before that read is read once more.
+    # -- the index -------------------------------------------------------------------------
+
+    def _index(self, entry: KeyEntry, identity: tuple[int, int]) -> None:
+        slot = (entry.state, entry.id)
+        if slot in self._files:
+            self._unindex(entry.state, entry.id)
+        self._files[slot] = (entry, identity)
+        self._counts[entry.state] += 1
+        self._by_public.setdefault(entry.public, set()).add(slot)
+        # an accepted binding wins over stale pending/rejected copies of the same key
+        known = self._by_key.get(entry.public)
+        if known is None or entry.state is KeyState.ACCEPTED:
+            self._by_key[entry.public] = entry
+
+    def _unindex(self, state: KeyState, minion_id: str) -> None:
+        gone = self._files.pop((state, minion_id), None)
+        if gone is None:
+            return
+        entry = gone[0]
+        self._counts[state] -= 1
+        slots = self._by_public[entry.public]
+        slots.discard((state, minion_id))
+        if self._by_key.get(entry.public) != entry:
+            return
+        if not slots:
+            del self._by_public[entry.public], self._by_key[entry.public]
+            return
+        others = sorted(slots, key=lambda slot: slot[0] is not KeyState.ACCEPTED)
+        self._by_key[entry.public] = self._files[others[0]][0]
+
+    def _scan(self, state: KeyState, thorough: bool = False) -> None:
+        """List one directory: drop vanished files, read new or replaced ones.
+
+        A file is known by its inode; ``thorough`` also compares its mtime (one stat per
+        file), which catches a key deleted and written again under a reused inode.
+        """
+        directory = self._dir(state)
+        mtime = directory.stat().st_mtime_ns
+        self._seen[state] = (mtime, time.time_ns())
+        present: dict[str, tuple[int, int]] = {}
+        with os.scandir(directory) as it:
+            for item in it:
+                if not item.name.startswith(".") and _ID_RE.match(item.name):
+                    stamp = item.stat(follow_symlinks=False).st_mtime_ns if thorough else 0
+                    present[item.name] = (item.inode(), stamp)
+        for (s, minion_id), (_, known) in list(self._files.items()):
+            if s is not state:
+                continue
+            found = present.get(minion_id)
+            if found is None or found[0] != known[0] or (thorough and found[1] != known[1]):
+                self._unindex(state, minion_id)
+        for minion_id, (inode, stamp) in present.items():
+            if (state, minion_id) in self._files:
+                continue
+            path = directory / minion_id
+            try:
+                public = check_public_key(path.read_text().strip())
+                stamp = stamp or path.stat().st_mtime_ns
+            except (OSError, KeyRingError):
+                continue
+            self._index(KeyEntry(minion_id, state, public), (inode, stamp))
+
+    def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._checked < 0.05:
             return
         self._checked = now
-        stamp = tuple(self._dir(s).stat().st_mtime_ns for s in KeyState)
-        if stamp == self._stamp and max(stamp) < self._read_at_ns - 50_000_000:
-            return
-        self._read_at_ns = time.time_ns()
-        by_key: dict[str, KeyEntry] = {}
-        by_id: dict[tuple[KeyState, str], KeyEntry] = {}
+        full = now - self._rescanned >= self.RESCAN_SECONDS
+        if full:
+            self._rescanned = now
         for state in KeyState:
-            for path in self._dir(state).iterdir():
-                if path.name.startswith(".") or not _ID_RE.match(path.name):
-                    continue
-                try:
-                    public = check_public_key(path.read_text().strip())
-                except (OSError, KeyRingError):
-                    continue
-                entry = KeyEntry(path.name, state, public)
-                by_id[(state, path.name)] = entry
-                # an accepted binding wins over stale pending/rejected copies of the same key
-                if public not in by_key or state is KeyState.ACCEPTED:
-                    by_key[public] = entry
-        self._by_key, self._by_id, self._stamp = by_key, by_id, stamp
+            seen = self._seen.get(state)
+            if full or seen is None:
+                self._scan(state, thorough=True)
+                continue
+            mtime = self._dir(state).stat().st_mtime_ns
+            if mtime != seen[0] or mtime >= seen[1] - 50_000_000:
+                self._scan(state)
+
+    def count(self, state: KeyState) -> int:
+        """How many keys are in ``state`` (O(1))."""
+        with self._lock:
+            self._refresh()
+            return self._counts[state]
 
     def lookup_key(self, public: str) -> KeyEntry | None:
         """Which id and state a public key is bound to, if any."""
         with self._lock:
-            self._reload_if_changed()
+            self._refresh()
             return self._by_key.get(public)
 
     def get(self, minion_id: str, state: KeyState) -> KeyEntry | None:
         with self._lock:
-            self._reload_if_changed()
-            return self._by_id.get((state, minion_id))
+            self._refresh()
+            found = self._files.get((state, minion_id))
+            return None if found is None else found[0]
 
     def entries(self) -> list[KeyEntry]:
         with self._lock:
-            self._reload_if_changed()
-            return sorted(self._by_id.values(), key=lambda e: (e.state, e.id))
+            self._refresh()
+            return sorted((e for e, _ in self._files.values()), key=lambda e: (e.state, e.id))
 
     def ids(self, state: KeyState) -> list[str]:
         return [e.id for e in self.entries() if e.state is state]
@@ -212,25 +295,30 @@ class KeyRing:
     def _move(self, entry: KeyEntry, to: KeyState) -> None:
         if entry.state is to:
             return
-        target = self._dir(to) / entry.id
-        if target.exists():
-            raise KeyRingError(f"minion {entry.id!r} already has a {to} key; delete it first")
-        os.replace(self._dir(entry.state) / entry.id, target)
-        self._checked = 0.0
+        with self._lock:
+            target = self._dir(to) / entry.id
+            if target.exists():
+                raise KeyRingError(f"minion {entry.id!r} already has a {to} key; delete it first")
+            os.replace(self._dir(entry.state) / entry.id, target)
+            self._unindex(entry.state, entry.id)
+            moved = KeyEntry(entry.id, to, entry.public)
+            self._index(moved, _identity(target))
 
     def add(self, minion_id: str, public: str, state: KeyState) -> None:
         """Store a key under ``state`` (refuses to overwrite a different key for the same id)."""
         check_id(minion_id)
         check_public_key(public)
-        for s in KeyState:
-            existing = self.get(minion_id, s)
-            if existing is not None and existing.public != public:
-                raise KeyRingError(f"minion {minion_id!r} already has a different {s} key")
-            if existing is not None:
-                self._move(existing, state)
-                return
-        _write_private(self._dir(state) / minion_id, public + "\n", 0o644)
-        self._checked = 0.0
+        with self._lock:
+            for s in KeyState:
+                existing = self.get(minion_id, s)
+                if existing is not None and existing.public != public:
+                    raise KeyRingError(f"minion {minion_id!r} already has a different {s} key")
+                if existing is not None:
+                    self._move(existing, state)
+                    return
+            path = self._dir(state) / minion_id
+            _write_private(path, public + "\n", 0o644)
+            self._index(KeyEntry(minion_id, state, public), _identity(path))
 
     def submit(self, minion_id: str, public: str) -> KeyState:
         """A minion presented ``public`` claiming ``minion_id``: record it pending if new."""
@@ -256,6 +344,26 @@ class KeyRing:
         self._move(self._find(minion_id), KeyState.REJECTED)
 
     def delete(self, minion_id: str) -> None:
-        entry = self._find(minion_id)
-        (self._dir(entry.state) / entry.id).unlink()
-        self._checked = 0.0
+        with self._lock:
+            entry = self._find(minion_id)
+            (self._dir(entry.state) / entry.id).unlink()
+            self._unindex(entry.state, entry.id)
+            (self.pki_dir / _GRAINS_DIR / entry.id).unlink(missing_ok=True)
+
+    # -- trusted grains ----------------------------------------------------------------------
+
+    def set_trusted_grains(self, minion_id: str, grains: dict[str, str]) -> None:
+        """Fix grains for ``minion_id`` that the master trusts (merged over earlier ones)."""
+        check_id(minion_id)
+        merged = {**self.trusted_grains(minion_id), **grains}
+        path = self.pki_dir / _GRAINS_DIR / minion_id
+        _write_private(path, json.dumps(merged, sort_keys=True) + "\n", 0o644)
+
+    def trusted_grains(self, minion_id: str) -> dict[str, Any]:
+        """The grains the operator fixed for ``minion_id`` ({} when none, or unreadable)."""
+        check_id(minion_id)
+        try:
+            loaded = json.loads((self.pki_dir / _GRAINS_DIR / minion_id).read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}

@@ -14,6 +14,8 @@ from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN  # noqa: F401 - re-
 
 #: protocol version spoken by this build; frames with another version are refused
 PROTOCOL_VERSION = 1
+#: what a job id may look like: it is used in event tags and file names, so no '/' or '.'
+JID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
 
 
 class _Message(BaseModel):
@@ -48,7 +50,7 @@ class Return(_Message):
     """The outcome of one job on one minion; spooled on the minion until acknowledged."""
 
     kind: Literal["return"] = "return"
-    jid: str = Field(max_length=64)
+    jid: str = Field(pattern=JID_PATTERN)
     id: str = Field(pattern=MINION_ID_PATTERN)
     fun: str = Field(max_length=256)
     #: True when the function ran and reported success
@@ -139,7 +141,7 @@ class Job(_Message):
     """Run one execution function."""
 
     kind: Literal["job"] = "job"
-    jid: str = Field(max_length=64)
+    jid: str = Field(pattern=JID_PATTERN)
     fun: str = Field(max_length=256)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -11,15 +11,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from saline.masking import MASK, Masker
 from states.compiler import StateLoader
 from states.model import Chunk, ChunkResult, Registry
 from states.modules.base import CallFunction, FileSource, StateContext, StateResult
 from states.requisites import order_chunks
 
 __all__ = ["MASK", "compile_states", "run", "show"]
-
-#: what a secret is replaced with in results
-MASK = "***"
 
 
 def compile_states(
@@ -74,7 +72,7 @@ class _Runner:
         self._done: dict[str, ChunkResult] = {}
         self._refs: dict[str, str] = {}
         # longest first, so a secret containing another is masked whole
-        self._secrets = sorted((s for s in ctx.secrets if s), key=len, reverse=True)
+        self._masker = Masker(ctx.secrets)
 
     def run(self, chunks: Sequence[Chunk]) -> list[ChunkResult]:
         self._refs = {chunk.key: chunk.ref for chunk in chunks}
@@ -152,28 +150,13 @@ class _Runner:
             key=chunk.key,
             id=chunk.id,
             state=chunk.state,
-            name=self._mask_text(chunk.name),
+            name=self._masker.text(chunk.name),
             sls=chunk.sls,
             result=outcome.result,
-            changes={self._mask_text(k): self._mask(v) for k, v in outcome.changes.items()},
-            comment=self._mask_text(outcome.comment),
+            changes=self._masker.value(outcome.changes),
+            comment=self._masker.text(outcome.comment),
             duration_ms=duration_ms,
         )
-
-    def _mask_text(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-    def _mask(self, value: Any) -> Any:
-        """``value`` with every secret in its strings (keys included) masked, recursively."""
-        if isinstance(value, str):
-            return self._mask_text(value)
-        if isinstance(value, Mapping):
-            return {self._mask(k): self._mask(v) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self._mask(item) for item in value]
-        return value
 
 
 def _accepted(fn: Any, chunk: Chunk) -> dict[str, Any]:

@@ -32,7 +32,9 @@ MIGRATION_LEVEL_PATH = "/var/opt/opscode/upgrades/migration-level"
 MASK = "********"
 
 _SHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,254}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+#: an address as chef-server-ctl takes it; never starting with '-' (it reaches an argv)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"[A-Za-z0-9_+][A-Za-z0-9_.+%'=-]{{0,63}}@{_LABEL}(?:\.{_LABEL})+")
 _SHORT_RULE = (
     "must begin with a lower-case letter or digit, may only contain lower-case letters, "
     "digits, hyphens and underscores, and must be between 1 and 255 characters"
@@ -148,10 +150,16 @@ def set_migration_level(
     Args:
         major: major migration level (non-negative integer).
         minor: minor migration level (non-negative integer).
-        path: the migration-level file (default as ``migration_level``); its directory is
-            created when missing.
+        path: the migration-level file; only the reference's path under grain
+            ``chef_root`` is accepted (the default), its directory created when missing.
     """
-    path = path or default_level_path(ctx)
+    reference = default_level_path(ctx)
+    path = path or reference
+    if os.path.realpath(path) != os.path.realpath(reference):
+        raise ExecutionError(
+            f"set_migration_level writes only {reference} (the reference's path under grain"
+            f" chef_root), not {path!r}"
+        )
     level = {"major": _level_int(major, "major"), "minor": _level_int(minor, "minor")}
     with contextlib.suppress(ExecutionError):
         current = migration_level(ctx, path)

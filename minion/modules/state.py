@@ -12,6 +12,7 @@ from typing import Any
 from minion.modules.base import Context, ExecutionError, Outcome
 from minion.modules.cmd import parse_bool
 from saline.errors import SalineError, StateError
+from saline.masking import Masker
 
 
 def preload() -> None:
@@ -70,14 +71,7 @@ def _compile(ctx: Context, state_ctx: Any, names: tuple[str, ...]) -> Any:
             registry=REGISTRY,
         )
     except StateError as e:
-        raise ExecutionError(_mask(str(e), state_ctx.secrets)) from e
-
-
-def _mask(text: str, secrets: frozenset[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+        raise ExecutionError(Masker(state_ctx.secrets).text(str(e))) from e
 
 
 def apply(
@@ -96,8 +90,16 @@ def apply(
         time.sleep(random.uniform(0, float(splay)))  # noqa: S311 - spreading load, not crypto
     state_ctx = _prepare(ctx, parse_bool(test, "test"))
     chunks = _compile(ctx, state_ctx, names)
-    results = run(chunks, state_ctx, REGISTRY, failhard=parse_bool(failhard, "failhard"))
-    data = [r.model_dump(mode="json") for r in results]
+    masker = Masker(state_ctx.secrets)
+    try:
+        results = run(chunks, state_ctx, REGISTRY, failhard=parse_bool(failhard, "failhard"))
+    except ExecutionError as e:
+        raise ExecutionError(masker.text(str(e))) from None
+    except Exception as e:  # its message (and traceback) may quote a rendered secret
+        raise ExecutionError(masker.text(f"{type(e).__name__}: {e}")) from None
+    # results are masked by the engine already; masking again costs little and keeps
+    # this function the one place that guarantees it
+    data = masker.value([r.model_dump(mode="json") for r in results])
     return Outcome(data, 0 if all(r.result is not False for r in results) else 2)
 
 
@@ -105,7 +107,10 @@ def show(ctx: Context, *names: str) -> list[dict[str, Any]]:
     """The named states rendered, validated and ordered, as they would run (nothing runs)."""
     state_ctx = _prepare(ctx, True)
     chunks = _compile(ctx, state_ctx, names)
-    return [c.model_dump(mode="json") for c in chunks]
+    masked: list[dict[str, Any]] = Masker(state_ctx.secrets).value(
+        [c.model_dump(mode="json") for c in chunks]
+    )
+    return masked
 
 
 FUNCTIONS = {"apply": apply, "show": show}

@@ -41,21 +41,46 @@ def list_keys(ctx: click.Context, out: str) -> None:
             click.echo(f"  {minion_id}")
 
 
+def _grain_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    grains: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint="--grain")
+        grains[name] = value
+    return grains
+
+
 @key.command()
 @click.argument("minion_id", required=False)
 @click.option("--all", "accept_all", is_flag=True, help="accept every pending key")
+@click.option(
+    "--grain",
+    "grain_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="a grain the master trusts for this minion (pillar uses only trusted grains)",
+)
 @click.pass_context
-def accept(ctx: click.Context, minion_id: str | None, accept_all: bool) -> None:
+def accept(
+    ctx: click.Context, minion_id: str | None, accept_all: bool, grain_pairs: tuple[str, ...]
+) -> None:
     """Accept the key of MINION_ID (or every pending key with --all)."""
     ring = _ring(ctx)
+    grains = _grain_pairs(grain_pairs)
     if accept_all:
+        if grains:
+            raise click.UsageError("--grain is for one MINION_ID, not --all")
         accepted = ring.accept_all()
         click.echo(f"accepted {len(accepted)} key(s): {', '.join(accepted) or '-'}")
         return
     if minion_id is None:
         raise click.UsageError("give a MINION_ID or --all")
     ring.accept(minion_id)
-    click.echo(f"accepted {minion_id}")
+    if grains:
+        ring.set_trusted_grains(minion_id, grains)
+    trusted = "".join(f" {k}={v}" for k, v in sorted(ring.trusted_grains(minion_id).items()))
+    click.echo(f"accepted {minion_id}" + (f" (trusted grains:{trusted})" if trusted else ""))
 
 
 @key.command()

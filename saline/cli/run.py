@@ -135,6 +135,14 @@ class Progress:
 @click.option("-t", "--timeout", type=float, default=None, help="seconds to wait per minion")
 @click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
 @click.option("--out", type=OUT_CHOICE, default="human", help="output format")
+@click.option(
+    "--secret",
+    "secret",
+    multiple=True,
+    metavar="NAME",
+    help="this KEY=VALUE's value (or the Nth ARG, from 0) is a secret: never stored or shown"
+    " (names like password, *_token, secret, key are secrets already)",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -145,6 +153,7 @@ def run(
     timeout: float | None,
     batch: int | None,
     out: str,
+    secret: tuple[str, ...],
 ) -> None:
     """Run FUNCTION with ARG ... KEY=VALUE ... on the minions TARGET matches.
 
@@ -156,7 +165,9 @@ def run(
       saline run -T list be1,be2 cmd.run "ls /tmp" cwd=/ --batch 1
     """
     args, kwargs = split_arguments(arguments)
-    code = execute(ctx, target, tgt_type, function, args, kwargs, timeout, batch, out)
+    code = execute(
+        ctx, target, tgt_type, function, args, kwargs, timeout, batch, out, secret=secret
+    )
     ctx.exit(code)
 
 
@@ -175,6 +186,7 @@ def execute(
     batch: int | None,
     out: str,
     render: Renderer | None = None,
+    secret: tuple[str, ...] = (),
 ) -> int:
     """Run a job through the master, print returns as they arrive; returns the exit code."""
     render = render or _human_return
@@ -190,6 +202,7 @@ def execute(
             kwargs=kwargs,
             timeout=timeout,
             batch=batch,
+            secret=list(secret),
         )
         progress = Progress(0, enabled=False)
         for message in stream:

@@ -9,7 +9,8 @@ from saline.cli.common import OUT_CHOICE, client, dump
 @click.option("--out", type=OUT_CHOICE, default="human")
 @click.pass_context
 def status(ctx: click.Context, out: str) -> None:
-    """Which accepted minions are online, which keys wait, and refusal counters."""
+    """Which accepted minions are online, which keys wait, refusal counters, and the
+    master's internal tasks that failed and were restarted."""
     with client(ctx) as master:
         result = master.request("status")
     result.pop("type", None)
@@ -36,3 +37,6 @@ def status(ctx: click.Context, out: str) -> None:
     refusals = result["refusals"]
     if refusals:
         click.echo("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(refusals.items())))
+    failing = {name: t for name, t in result.get("tasks", {}).items() if t["restarts"]}
+    for name, task in sorted(failing.items()):
+        click.echo(f"task {name}: restarted {task['restarts']}x, last error: {task['last_error']}")

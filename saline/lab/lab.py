@@ -135,6 +135,8 @@ class Lab:
             "pillar_roots": [str(d / "pillar")],
             "reactor_dirs": [str(d / "reactors")],
             "runbook_roots": [str(d / "runbooks")],
+            # what the master itself knows of each node (pillar trusts only this)
+            "minion_grains": {m: {"role": role_of(m)} for m in lab_ids(count)},
             **(extra_master or {}),
         }
         self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
@@ -251,13 +253,23 @@ class Lab:
         return sorted(name for name, p in procs.items() if p.get("pid") in stopped)
 
     def _supervised_services(self) -> dict[int, str]:
+        """pid -> command line of the services the lab's minions started; a pidfile alone
+        proves nothing (the pid may belong to another program by now), so each pid is
+        signalled only while its command line is still the service's own ``argv``."""
         found: dict[int, str] = {}
-        for pidfile in self.directory.glob("minions/*/cache/services/*.pid"):
+        for config in self.directory.glob("minions/*/minion.yaml"):
             try:
-                pid = int(pidfile.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
+                services = (yaml.safe_load(config.read_text()) or {}).get("services") or {}
+            except (OSError, yaml.YAMLError):
                 continue
-            found[pid] = ""  # any live process at that pid; the pidfile proves we started it
+            for pidfile in (config.parent / "cache" / "services").glob("*.pid"):
+                argv = (services.get(pidfile.stem) or {}).get("argv")
+                try:
+                    pid = int(pidfile.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if isinstance(argv, list) and argv:
+                    found[pid] = " ".join(str(a) for a in argv)
         return found
 
     def status(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from saline.errors import StateError
+from saline.masking import Masker
 from states.modules.base import StateContext, StateFunction, StateResult
 
 #: stdout and stderr in ``changes`` keep at most this many characters (the end, where
@@ -25,10 +26,7 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 
 
 def _redact(ctx: StateContext, text: str) -> str:
-    for secret in ctx.secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return Masker(ctx.secrets).text(text)
 
 
 def _truncate(text: str) -> str:

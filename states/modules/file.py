@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec
 
 from saline.errors import StateError
+from saline.masking import Masker
 from states.modules.base import StateContext, StateFunction, StateResult
 from states.render import render_jinja
 
@@ -119,10 +120,7 @@ class _Attrs:
 
 
 def _redact(ctx: StateContext, text: str) -> str:
-    for secret in ctx.secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return Masker(ctx.secrets).text(text)
 
 
 def _diff(ctx: StateContext, path: str, old: bytes, new: bytes, sensitive: bool = False) -> str:

@@ -54,3 +54,27 @@ def test_status_up_twice_and_down_stops_only_its_own(tmp_path: Path) -> None:
         decoy.wait()
         if alive(real_fe1, "minion.yaml"):  # the minion the test hid from `down`
             os.kill(real_fe1, signal.SIGTERM)
+
+
+def test_down_never_signals_a_stale_service_pidfile(tmp_path: Path) -> None:
+    """A supervised service's pidfile left behind names a pid now used by another program:
+    `lab down` stops the real services and leaves that program alone."""
+    lab = Lab(tmp_path / "lab")
+    lab.up(1)
+    decoy = subprocess.Popen(["sleep", "301"])
+    try:
+        proc = saline(lab, "run", "be1", "service.start", "demo")
+        assert proc.returncode == 0, proc.stderr
+        pidfile = lab.directory / "minions" / "be1" / "cache" / "services" / "demo.pid"
+        real = int(pidfile.read_text().split()[0])
+        assert alive(real, "sleep infinity")
+        stale = pidfile.with_name("old.pid")  # a service no longer configured
+        stale.write_text(f"{decoy.pid}\n")
+        reused = pidfile.with_name("reused.pid")
+        reused.write_text(f"{decoy.pid}\n")
+        lab.down()
+        assert decoy.poll() is None, "lab down signalled a pid it could not prove was its own"
+        wait_for(lambda: not alive(real, "sleep infinity"), 10, "the real service stopped")
+    finally:
+        decoy.kill()
+        decoy.wait()

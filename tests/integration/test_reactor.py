@@ -15,7 +15,7 @@ import zmq
 from saline.keys import KeyRing, KeyState
 from saline.lab.lab import Lab
 from saline.protocol import Event
-from tests.integration.test_bad_input import Dealer
+from tests.integration.peers import Dealer
 from tests.support import events, online, saline, status, wait_for
 
 

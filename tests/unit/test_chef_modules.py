@@ -384,8 +384,14 @@ def test_migration_level_garbage(ctx: Context, tmp_path: Path, content: bytes) -
         chef_server.migration_level(ctx, str(path))
 
 
+def _level_under_root(ctx: Context, root: Path) -> Path:
+    """The reference's migration-level path under ``root``, made the node's chef_root."""
+    ctx.grains["chef_root"] = str(root)
+    return root / chef_server.MIGRATION_LEVEL_PATH.lstrip("/")
+
+
 def test_set_migration_level_writes_atomically(ctx: Context, tmp_path: Path) -> None:
-    path = tmp_path / "upgrades" / "migration-level"
+    path = _level_under_root(ctx, tmp_path)
     result = chef_server.set_migration_level(ctx, 1, "49", str(path))
     assert result["changed"] is True
     assert json.loads(path.read_text()) == {"major": 1, "minor": 49}
@@ -397,7 +403,8 @@ def test_set_migration_level_writes_atomically(ctx: Context, tmp_path: Path) -> 
 
 
 def test_set_migration_level_noop_keeps_file(ctx: Context, tmp_path: Path) -> None:
-    path = tmp_path / "migration-level"
+    path = _level_under_root(ctx, tmp_path)
+    path.parent.mkdir(parents=True)
     path.write_text('{"major": 1, "minor": 49}')
     inode = path.stat().st_ino
     result = chef_server.set_migration_level(ctx, 1, 49, str(path))
@@ -407,15 +414,25 @@ def test_set_migration_level_noop_keeps_file(ctx: Context, tmp_path: Path) -> No
 
 
 def test_set_migration_level_replaces_garbage(ctx: Context, tmp_path: Path) -> None:
-    path = tmp_path / "migration-level"
+    path = _level_under_root(ctx, tmp_path)
+    path.parent.mkdir(parents=True)
     path.write_text("garbage")
     assert chef_server.set_migration_level(ctx, 2, 0, str(path))["changed"] is True
     assert chef_server.migration_level(ctx, str(path))["major"] == 2
 
 
+def test_set_migration_level_writes_no_other_path(ctx: Context, tmp_path: Path) -> None:
+    reference = _level_under_root(ctx, tmp_path / "root")
+    for elsewhere in (tmp_path / "migration-level", reference.parent / ".." / "x" / "y"):
+        with pytest.raises(ExecutionError, match=r"writes only .*under grain chef_root"):
+            chef_server.set_migration_level(ctx, 1, 2, str(elsewhere))
+        assert not elsewhere.exists()
+    assert chef_server.set_migration_level(ctx, 1, 2, str(reference))["changed"] is True
+
+
 @pytest.mark.parametrize(("major", "minor"), [(-1, 0), (1, "x"), (True, 0), (1, 1.5)])
 def test_set_migration_level_rejects(ctx: Context, tmp_path: Path, major: Any, minor: Any) -> None:
-    path = tmp_path / "migration-level"
+    path = _level_under_root(ctx, tmp_path)
     with pytest.raises(ExecutionError, match="must be a non-negative integer"):
         chef_server.set_migration_level(ctx, major, minor, str(path))
     assert not path.exists()
@@ -585,6 +602,9 @@ def test_user_create_failure_keeps_password_masked(ctx: Context, server_tool: Fa
         ("email", "jane@doe"),
         ("email", "jane doe@example.com"),
         ("email", "@example.com"),
+        ("email", "--filename=/x@a.b"),  # would reach the argv as an option
+        ("email", "-x@example.com"),
+        ("email", "a@-example.com"),
         ("password", ""),
         ("password", "-abc123"),
         ("filename", "janedoe.pem"),

@@ -96,3 +96,23 @@ def test_pillar_errors_name_the_file(pillar_root: Path) -> None:
 
 def test_no_pillar_tree_is_an_empty_pillar(tmp_path: Path) -> None:
     assert PillarCompiler([tmp_path / "none"]).compile("x", {}) == ({}, set())
+
+
+def test_nodegroups_expand_inside_compound_targets(tmp_path: Path) -> None:
+    (tmp_path / "top.yaml").write_text(
+        "'N@backends and not be3': [db]\n'(N@frontends)': [web]\n'be* or N@frontends': [all]\n"
+    )
+    for name in ("db", "web", "all"):
+        (tmp_path / f"{name}.yaml").write_text(f"{name}: true\n")
+    groups = {"backends": "G@role:backend", "frontends": "L@fe1,fe2"}
+    compiler = PillarCompiler([tmp_path], groups)
+    assert compiler.names_for("be1", {"role": "backend"}) == ["db", "all"]
+    assert compiler.names_for("be3", {"role": "backend"}) == ["all"]
+    assert compiler.names_for("fe1", {}) == ["web", "all"]
+    assert compiler.names_for("fe9", {"role": "backend"}) == ["db"]
+
+
+def test_an_unknown_nodegroup_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "top.yaml").write_text("'N@nope': [x]\n")
+    with pytest.raises(PillarError, match="unknown nodegroup 'nope'"):
+        PillarCompiler([tmp_path]).names_for("be1", {})

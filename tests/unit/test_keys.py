@@ -94,3 +94,62 @@ def test_malformed_key_files_are_ignored(tmp_path: Path) -> None:
     ring = KeyRing(tmp_path)
     (tmp_path / "minions" / "junk").write_text("not a key")
     assert ring.ids(KeyState.ACCEPTED) == []
+
+
+def test_a_second_ring_sees_moves_deletes_and_replaced_files(tmp_path: Path) -> None:
+    master_view, cli_view = KeyRing(tmp_path), KeyRing(tmp_path)
+    first, second = generate_keypair().public, generate_keypair().public
+    cli_view.add("m1", first, KeyState.PENDING)
+    poll(lambda: master_view.get("m1", KeyState.PENDING), timeout=2)
+    cli_view.accept("m1")
+    moved = poll(lambda: master_view.get("m1", KeyState.ACCEPTED), timeout=2)
+    assert moved is not None and master_view.get("m1", KeyState.PENDING) is None
+    assert master_view.count(KeyState.ACCEPTED) == 1 and master_view.count(KeyState.PENDING) == 0
+    cli_view.delete("m1")
+    cli_view.add("m1", second, KeyState.ACCEPTED)  # same name, another file (another inode)
+    entry = poll(lambda: master_view.lookup_key(second), timeout=2)
+    assert entry is not None and entry.id == "m1"
+    assert master_view.lookup_key(first) is None
+    cli_view.delete("m1")
+    poll(lambda: master_view.lookup_key(second) is None, timeout=2)
+    assert master_view.entries() == []
+
+
+def test_adding_keys_reads_no_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hello flood: each new key costs the same, not a read of every key on disk."""
+    ring = KeyRing(tmp_path)
+    ring.count(KeyState.PENDING)  # the first scan, of empty directories
+    reads: list[Path] = []
+    real = Path.read_text
+
+    def counting(self: Path, *args: object, **kwargs: object) -> str:
+        reads.append(self)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    keys = [generate_keypair().public for _ in range(300)]
+    for n, key in enumerate(keys):
+        ring.add(f"m{n}", key, KeyState.PENDING)
+        assert ring.lookup_key(key) is not None
+    assert ring.count(KeyState.PENDING) == 300
+    ring.accept("m7")
+    assert ring.count(KeyState.ACCEPTED) == 1
+    ring.delete("m8")
+    ring._checked = 0.0  # as if 50 ms had passed: the listing finds only files it knows
+    assert ring.count(KeyState.PENDING) == 298
+    assert reads == []
+
+
+def test_a_stale_copy_of_a_key_takes_over_when_the_accepted_one_goes(tmp_path: Path) -> None:
+    key = generate_keypair().public
+    (tmp_path / "minions_pre").mkdir(mode=0o700)
+    (tmp_path / "minions_pre" / "m1").write_text(key + "\n")
+    (tmp_path / "minions").mkdir(mode=0o700)
+    (tmp_path / "minions" / "m1").write_text(key + "\n")
+    ring = KeyRing(tmp_path)
+    entry = ring.lookup_key(key)
+    assert entry is not None and entry.state is KeyState.ACCEPTED
+    (tmp_path / "minions" / "m1").unlink()
+    ring._checked = 0.0
+    entry = ring.lookup_key(key)
+    assert entry is not None and entry.state is KeyState.PENDING

@@ -116,7 +116,7 @@ class ChefLab:
                 len(BACKENDS) + len(FRONTENDS),
                 timeout=timeout,
                 per_minion=lambda minion_id: self._minion_config(data, minion_id),
-                extra_master=self._master_config(),
+                extra_master=self._master_config(data),
             )
             self.directory.chmod(0o711)  # Lab keeps its dir 0700; postgres must traverse it
             timings["minions"] = time.monotonic() - mark
@@ -224,10 +224,17 @@ class ChefLab:
 
     # -- configs -----------------------------------------------------------------------------
 
-    def _master_config(self) -> dict[str, Any]:
+    def _master_config(self, data: dict[str, Any]) -> dict[str, Any]:
+        # the master's own record of each node: pillar is compiled on these, never on what
+        # a minion claims (a frontend claiming role backend gets no backend secret)
+        trusted = {
+            minion_id: {"role": node["role"], "chef_root": node["root"]}
+            for minion_id, node in data["nodes"].items()
+        }
         return {
             "file_roots": [str(SHIPPED_STATES), str(self.directory / "states")],
             "job_timeout": 60.0,
+            "minion_grains": trusted,
         }
 
     def _minion_config(self, data: dict[str, Any], minion_id: str) -> dict[str, Any]:
@@ -331,7 +338,7 @@ class ChefLab:
         pdir.mkdir(exist_ok=True)
         (pdir / "top.yaml").write_text("'*': [chef_ha]\n")
         text = yaml.safe_dump(pillar, sort_keys=False)
-        # the pillar is rendered with each minion's grains: every node gets its own shims
+        # the pillar is rendered with each minion's trusted grains: every node gets its own shims
         text += (
             "  backend_ctl: '{{ grains.chef_root }}/bin/chef-backend-ctl'\n"
             "  server_ctl: '{{ grains.chef_root }}/bin/chef-server-ctl'\n"
