@@ -23,6 +23,7 @@ from master.intake import EventIntake
 from master.jobs import JobManager
 from master.pillar import PillarCompiler
 from master.presence import Presence
+from master.ratelimit import RateLimiter
 from master.reactor import Reactor
 from master.scheduler import Enforcer
 from master.stats import Refusals
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 _BATCH = 2000
 #: ... and at most about this many bytes of them
 _BATCH_BYTES = 64 * 1024 * 1024
+#: the largest frame a key that is not accepted may send (a hello with its grains)
+MAX_HELLO_BYTES = 256 * 1024
 _POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic shows in profiles
 _HANDSHAKE_FAILURES = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -72,6 +75,8 @@ class Master:
             m.id: m.grains for m in self.store.minions().values()
         }
         self.fileserver = FileServer(config.file_roots)
+        #: bytes of file replies per minion: a burst of 4 frames, then one frame a second
+        self.file_budget = RateLimiter(config.max_frame_bytes, 4 * config.max_frame_bytes)
         self.pillar = PillarCompiler(config.pillar_roots, config.nodegroups)
         self.trusted = TrustedGrains(config.minion_grains, self.keys)
         self.intake = EventIntake(
@@ -160,13 +165,21 @@ class Master:
             return
         route, payload = frames
         public = str(payload.get("User-Id"))
+        entry = self.keys.lookup_key(public)
+        # a key that is not accepted may only say hello, which is small: a big frame from
+        # it is refused before it is parsed (parsing 16 MiB is what such a peer wants)
+        cap = self.config.max_frame_bytes
+        if entry is None or entry.state is not KeyState.ACCEPTED:
+            cap = min(cap, MAX_HELLO_BYTES)
         try:
-            msg = decode_from_minion(payload.bytes, self.config.max_frame_bytes)
+            if len(payload) > cap:  # before copying the frame out of libzmq
+                raise ProtocolError("oversized", f"frame of {len(payload)} bytes exceeds cap {cap}")
+            msg = decode_from_minion(payload.bytes, cap)
         except ProtocolError as e:
             self.refusals.count(e.reason, str(e))
             self.reply(route.bytes, Refused(reason=str(e)))
             return
-        peer = Peer(route.bytes, public, self.keys.lookup_key(public))
+        peer = Peer(route.bytes, public, entry)
         policy, handler = HANDLERS[msg.kind]
         reason = refusal(policy, peer, msg.id)
         if reason is not None:

@@ -47,7 +47,10 @@ class FileServer:
         relative = clean_path(path)
         for root in self.roots:
             candidate = root / relative
-            if not candidate.is_file():
+            try:
+                if not candidate.is_file():
+                    continue
+            except OSError:  # a name too long, a loop of symlinks...: nothing to serve
                 continue
             if not candidate.resolve().is_relative_to(root):
                 raise FileServerError(f"refused path {path!r}: a symlink leads outside its root")
@@ -57,8 +60,11 @@ class FileServer:
     def get(self, path: str) -> ServedFile:
         """The file's bytes and sha256. :raises FileServerError: refused, missing, too big."""
         found = self.find(path)
-        size = found.stat().st_size
-        if size > MAX_FILE:
-            raise FileServerError(f"saline://{path} is {size} bytes; the limit is {MAX_FILE}")
-        data = found.read_bytes()
+        try:
+            size = found.stat().st_size
+            if size > MAX_FILE:
+                raise FileServerError(f"saline://{path} is {size} bytes; the limit is {MAX_FILE}")
+            data = found.read_bytes()
+        except OSError as e:  # gone or unreadable since find(): an answer, not a crash
+            raise FileServerError(f"cannot read saline://{path}: {e.strerror}") from e
         return ServedFile(str(clean_path(path)), hashlib.sha256(data).hexdigest(), data)

@@ -211,6 +211,12 @@ def on_file_request(master: "Master", peer: Peer, msg: FileRequest, batch: Batch
         master.reply(peer.route, FileReply(req=msg.req, path=msg.path, error=str(e)))
         return
     data = None if msg.have == served.sha256 else served.data  # unchanged: not re-sent
+    if data is not None and not master.file_budget.take(msg.id, cost=len(data))[0]:
+        # a minion that asks faster than it could read: its replies would pile up unread
+        master.refusals.count("file_rate", f"{msg.id}: {msg.path[:80]}")
+        error = "file server: too many bytes asked for too fast; retry shortly"
+        master.reply(peer.route, FileReply(req=msg.req, path=msg.path, error=error))
+        return
     master.reply(
         peer.route, FileReply(req=msg.req, path=served.path, sha256=served.sha256, data=data)
     )

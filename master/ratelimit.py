@@ -25,8 +25,9 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
-    def take(self, key: str, now: float | None = None) -> tuple[bool, bool]:
-        """(admitted, first refusal of an episode) for one more message under ``key``."""
+    def take(self, key: str, now: float | None = None, cost: float = 1.0) -> tuple[bool, bool]:
+        """(admitted, first refusal of an episode) for one more message under ``key``
+        (``cost`` tokens of it: a limiter in bytes takes the message's size)."""
         now = time.monotonic() if now is None else now
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -37,8 +38,8 @@ class RateLimiter:
             self._buckets.move_to_end(key)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
         bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
             if bucket.tokens >= self.burst / 2:
                 bucket.limited = False
             return True, False

@@ -151,10 +151,11 @@ class KeyRing:
     place (O(1)). The CLI (``saline key ...``) edits the files from another process; this
     object notices by a cheap check, at most every 50 ms: a key directory whose mtime moved
     (or was touched close to the last scan: mtime ticks are coarse) is listed again, names
-    and inodes only, and only files that are new or replaced are read. So a flood of new
-    keys costs one listing of the pending directory per 50 ms, never a read of every key
-    file per message. Every directory is also listed every ``RESCAN_SECONDS`` with a stat of
-    each file (a key deleted and written again may reuse its inode).
+    and inodes only, and only files that are new or replaced are read. A directory
+    changed only by this object is not listed again: a flood of new keys costs a file
+    write each, never a read of every key file per message. Every directory is also
+    listed every ``RESCAN_SECONDS`` with a stat of each file (a key deleted and written
+    again may reuse its inode).
     """
 
     #: list every key directory at least this often, even when no mtime moved
@@ -174,7 +175,10 @@ class KeyRing:
         self._by_key: dict[str, KeyEntry] = {}
         #: public key -> every (state, id) holding it (stale copies included)
         self._by_public: dict[str, set[tuple[KeyState, str]]] = {}
-        self._counts: dict[KeyState, int] = dict.fromkeys(KeyState, 0)
+        #: state -> ids in it (counts and listings per state without a pass over all)
+        self._ids: dict[KeyState, set[str]] = {state: set() for state in KeyState}
+        #: state -> the directory mtime our own last write left (not someone else's change)
+        self._own_mtime: dict[KeyState, int] = {}
 
     def _dir(self, state: KeyState) -> Path:
         return self.pki_dir / _DIRS[state]
@@ -186,7 +190,7 @@ class KeyRing:
         if slot in self._files:
             self._unindex(entry.state, entry.id)
         self._files[slot] = (entry, identity)
-        self._counts[entry.state] += 1
+        self._ids[entry.state].add(entry.id)
         self._by_public.setdefault(entry.public, set()).add(slot)
         # an accepted binding wins over stale pending/rejected copies of the same key
         known = self._by_key.get(entry.public)
@@ -198,7 +202,7 @@ class KeyRing:
         if gone is None:
             return
         entry = gone[0]
-        self._counts[state] -= 1
+        self._ids[state].discard(minion_id)
         slots = self._by_public[entry.public]
         slots.discard((state, minion_id))
         if self._by_key.get(entry.public) != entry:
@@ -255,14 +259,25 @@ class KeyRing:
                 self._scan(state, thorough=True)
                 continue
             mtime = self._dir(state).stat().st_mtime_ns
-            if mtime != seen[0] or mtime >= seen[1] - 50_000_000:
+            recent = mtime >= seen[1] - 50_000_000 and mtime != self._own_mtime.get(state)
+            if mtime != seen[0] or recent:
                 self._scan(state)
+
+    def _wrote(self, state: KeyState, before: int) -> None:
+        """After this object changed ``state``'s directory: when nobody else had changed it
+        since the last scan, the new mtime is ours and needs no listing (an outside change
+        in the very same mtime tick waits for the next full listing, at most 2 s)."""
+        seen = self._seen.get(state)
+        if seen is not None and seen[0] == before:
+            mtime = self._dir(state).stat().st_mtime_ns
+            self._seen[state] = (mtime, seen[1])
+            self._own_mtime[state] = mtime
 
     def count(self, state: KeyState) -> int:
         """How many keys are in ``state`` (O(1))."""
         with self._lock:
             self._refresh()
-            return self._counts[state]
+            return len(self._ids[state])
 
     def lookup_key(self, public: str) -> KeyEntry | None:
         """Which id and state a public key is bound to, if any."""
@@ -282,7 +297,9 @@ class KeyRing:
             return sorted((e for e, _ in self._files.values()), key=lambda e: (e.state, e.id))
 
     def ids(self, state: KeyState) -> list[str]:
-        return [e.id for e in self.entries() if e.state is state]
+        with self._lock:
+            self._refresh()
+            return sorted(self._ids[state])
 
     def _find(self, minion_id: str) -> KeyEntry:
         check_id(minion_id)
@@ -299,10 +316,13 @@ class KeyRing:
             target = self._dir(to) / entry.id
             if target.exists():
                 raise KeyRingError(f"minion {entry.id!r} already has a {to} key; delete it first")
+            before = {s: self._dir(s).stat().st_mtime_ns for s in (entry.state, to)}
             os.replace(self._dir(entry.state) / entry.id, target)
             self._unindex(entry.state, entry.id)
             moved = KeyEntry(entry.id, to, entry.public)
             self._index(moved, _identity(target))
+            for s, mtime in before.items():
+                self._wrote(s, mtime)
 
     def add(self, minion_id: str, public: str, state: KeyState) -> None:
         """Store a key under ``state`` (refuses to overwrite a different key for the same id)."""
@@ -317,8 +337,10 @@ class KeyRing:
                     self._move(existing, state)
                     return
             path = self._dir(state) / minion_id
+            before = self._dir(state).stat().st_mtime_ns
             _write_private(path, public + "\n", 0o644)
             self._index(KeyEntry(minion_id, state, public), _identity(path))
+            self._wrote(state, before)
 
     def submit(self, minion_id: str, public: str) -> KeyState:
         """A minion presented ``public`` claiming ``minion_id``: record it pending if new."""
@@ -346,8 +368,10 @@ class KeyRing:
     def delete(self, minion_id: str) -> None:
         with self._lock:
             entry = self._find(minion_id)
+            before = self._dir(entry.state).stat().st_mtime_ns
             (self._dir(entry.state) / entry.id).unlink()
             self._unindex(entry.state, entry.id)
+            self._wrote(entry.state, before)
             (self.pki_dir / _GRAINS_DIR / entry.id).unlink(missing_ok=True)
 
     # -- trusted grains ----------------------------------------------------------------------

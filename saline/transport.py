@@ -14,6 +14,8 @@ from saline.keys import KeyPair
 #: ZAP domain the master's socket authenticates in
 ZAP_DOMAIN = "saline"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+#: messages queued per peer and direction before libzmq pushes back
+PIPE_HWM = 1000
 
 
 def _tune(sock: zmq.Socket[Any], max_frame: int) -> None:
@@ -21,8 +23,10 @@ def _tune(sock: zmq.Socket[Any], max_frame: int) -> None:
     # libzmq drops a peer sending more than this (a hard stop against memory exhaustion);
     # frames between the cap and this limit reach the codec and are refused and counted.
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame * 2 + 4096)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
+    # per peer (a ROUTER has one pipe per connection): a minion has a handful of messages
+    # in flight, so a peer that floods or stops reading is cut off at this many, not 100k
+    sock.setsockopt(zmq.SNDHWM, PIPE_HWM)
+    sock.setsockopt(zmq.RCVHWM, PIPE_HWM)
 
 
 def bind_router(

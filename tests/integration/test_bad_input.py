@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from zmq.utils.monitor import recv_monitor_message
 
+from master.daemon import MAX_HELLO_BYTES
 from saline.codec import decode_from_minion, encode, pack
 from saline.errors import ClientError, ProtocolError
 from saline.keys import KeyRing, KeyState
@@ -145,18 +146,31 @@ def test_unhashable_kind_is_refused_as_unknown_kind(lab: Lab, dealer: MakeDealer
 
 
 def test_frame_over_the_cap_is_refused_as_oversized(lab: Lab, dealer: MakeDealer) -> None:
+    with key_in_ring(lab, KeyState.ACCEPTED) as (own_id, public, secret):
+        d = dealer(public, secret)
+        before = refusals(lab)
+        at_cap = frame_of_size(CAP, id=own_id)  # reaches the parser: the pad makes it invalid
+        over_cap = frame_of_size(CAP + 1, id=own_id)  # refused on its size alone
+        d.send(at_cap)
+        reply = d.recv()
+        assert isinstance(reply, Refused), reply
+        assert reply.reason.startswith("invalid: heartbeat.pad"), reply
+        d.send(over_cap)
+        assert d.recv() == Refused(reason=f"oversized: frame of {CAP + 1} bytes exceeds cap {CAP}")
+        after = wait_counted(lab, "oversized", before)
+        assert after["oversized"] == before["oversized"] + 1
+        assert after["invalid"] == before["invalid"] + 1
+
+
+def test_a_key_not_accepted_may_only_send_small_frames(lab: Lab, dealer: MakeDealer) -> None:
+    """It may only say hello: anything bigger than a hello is refused unparsed."""
     d = dealer()
     before = refusals(lab)
-    at_cap = frame_of_size(CAP)  # reaches the parser: the pad field makes it invalid
-    over_cap = frame_of_size(CAP + 1)  # refused on its size alone
-    d.send(at_cap)
-    reply = d.recv()
-    assert isinstance(reply, Refused) and reply.reason.startswith("invalid: heartbeat.pad"), reply
-    d.send(over_cap)
-    assert d.recv() == Refused(reason=f"oversized: frame of {CAP + 1} bytes exceeds cap {CAP}")
-    after = wait_counted(lab, "oversized", before)
-    assert after["oversized"] == before["oversized"] + 1
-    assert after["invalid"] == before["invalid"] + 1
+    d.send(frame_of_size(MAX_HELLO_BYTES + 1))
+    limit = MAX_HELLO_BYTES
+    assert d.recv() == Refused(reason=f"oversized: frame of {limit + 1} bytes exceeds cap {limit}")
+    wait_counted(lab, "oversized", before)
+    assert_lab_serves(lab)
 
 
 def test_frame_over_the_transport_limit_drops_the_connection(lab: Lab, dealer: MakeDealer) -> None:

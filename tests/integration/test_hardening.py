@@ -17,12 +17,25 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from saline.codec import pack
 from saline.keys import KeyRing, KeyState, read_keypair
 from saline.lab.lab import Lab
-from saline.protocol import Ack, Hello, Pending, PillarReply, PillarRequest, Refused, Welcome
+from saline.protocol import (
+    MINION_KINDS,
+    Ack,
+    FileReply,
+    FileRequest,
+    Hello,
+    Pending,
+    PillarReply,
+    PillarRequest,
+    Refused,
+    Welcome,
+)
 from tests.integration.peers import (
     MakeDealer,
     assert_lab_serves,
@@ -41,6 +54,10 @@ def _frame(fields: dict[str, Any], raw_field: str, raw: bytes) -> bytes:
     for key, value in fields.items():
         out += packer.pack(key) + packer.pack(value)
     return out + packer.pack(raw_field) + raw
+
+
+#: a frame msgpack never accepts (0xc1 is reserved): refused as malformed at once
+SENTINEL_FRAME = b"\xc1sentinel"
 
 
 def _event(minion_id: str, eid: str, data_raw: bytes) -> bytes:
@@ -472,3 +489,114 @@ def test_jobs_beyond_a_minions_cap_wait_on_the_master_and_say_so(busy_lab: Lab) 
             c.kill()
     # every job ran in the end, the queued one too: its timeout started when it was sent
     assert all(o["returns"]["be1"]["success"] for o in outputs), outputs
+
+
+# -- file replies under back-pressure -----------------------------------------------------
+
+
+@pytest.fixture
+def small_frames_lab(tmp_path: Path) -> Iterator[Lab]:
+    """Frames of at most 64 KiB: file replies get 256 KiB at once, then 64 KiB a second."""
+    lab = _small_lab(tmp_path / "lab", max_frame_bytes=65536)
+    yield lab
+    lab.down()
+
+
+def test_a_minion_asking_for_files_faster_than_it_reads_is_refused(
+    small_frames_lab: Lab, dealer: MakeDealer
+) -> None:
+    lab = small_frames_lab
+    (lab.directory / "states" / "big.txt").write_bytes(b"x" * 60_000)
+    with key_in_ring(lab, KeyState.ACCEPTED) as (own_id, public, secret):
+        d = dealer(public, secret, on=lab)
+        before = refusals(lab)
+        for req in range(10):
+            d.send(FileRequest(id=own_id, req=req, path="big.txt"))
+        replies = [d.recv() for _ in range(10)]
+        served = [r for r in replies if isinstance(r, FileReply) and r.data is not None]
+        refused = [r for r in replies if isinstance(r, FileReply) and r.error is not None]
+        assert len(served) == 4 and len(refused) == 6, replies
+        assert refused[0].error == "file server: too many bytes asked for too fast; retry shortly"
+        wait_counted(lab, "file_rate", before, 6)
+        # the copy it has is not re-sent, so asking again costs nothing
+        d.send(FileRequest(id=own_id, req=99, path="big.txt", have=served[0].sha256))
+        again = d.recv()
+        assert isinstance(again, FileReply) and again.data is None and again.error is None
+
+
+# -- fuzzing: every kind, every msgpack type, as an accepted and as an unknown key ------
+
+_any_msgpack = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.binary(max_size=12)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=6))
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 10**9 - 1)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=10,
+)
+_FIELDS = [
+    "id",
+    "eid",
+    "tag",
+    "data",
+    "grains",
+    "jid",
+    "fun",
+    "success",
+    "retcode",
+    "ret",
+    "req",
+    "path",
+    "have",
+    "version",
+    "ts",
+    "duration_ms",
+]
+
+
+@st.composite
+def _envelopes(draw: st.DrawFn, own_id: str) -> bytes:
+    kind = draw(st.sampled_from(sorted(MINION_KINDS)))
+    fields: dict[str, Any] = {"v": 1, "kind": kind, "id": own_id}
+    for name in draw(st.lists(st.sampled_from(_FIELDS), max_size=6, unique=True)):
+        fields[name] = draw(
+            _any_msgpack | st.sampled_from([own_id, f"saline/beacon/{own_id}/x/y", "top.yaml"])
+        )
+    if draw(st.booleans()):  # sometimes nested far deeper than the packer itself allows
+        return _frame(fields, "data", b"\x91" * draw(st.integers(1, 1200)) + b"\xc0")
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def test_fuzzed_envelopes_of_every_kind_never_hurt_the_master(lab: Lab, dealer: MakeDealer) -> None:
+    with key_in_ring(lab, KeyState.ACCEPTED) as (own_id, public, secret):
+        accepted, stranger = dealer(public, secret), dealer()
+        before = refusals(lab)
+        sent = 0
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(data=_envelopes(own_id), from_accepted=st.booleans())
+        def one_frame(data: bytes, from_accepted: bool) -> None:
+            nonlocal sent
+            (accepted if from_accepted else stranger).send(data)
+            sent += 1
+
+        one_frame()
+        # every frame was judged: the last one sent is answered after all the others
+        accepted.send(SENTINEL_FRAME)
+        wait_for(
+            lambda: any(
+                isinstance(m, Refused) and m.reason.startswith("malformed")
+                for m in accepted.waiting()
+            ),
+            20,
+            "the master to get through the fuzzed frames",
+        )
+        after = refusals(lab)
+        assert sent >= 150
+        assert after["handler_error"] == before["handler_error"], after
+        assert sum(after.values()) > sum(before.values())
+    assert_lab_serves(lab)

@@ -116,3 +116,10 @@ def test_an_unknown_nodegroup_is_an_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "top.yaml").write_text("'N@nope': [x]\n")
     with pytest.raises(PillarError, match="unknown nodegroup 'nope'"):
         PillarCompiler([tmp_path]).names_for("be1", {})
+
+
+def test_names_the_filesystem_cannot_take_are_no_such_file(roots: Path) -> None:
+    server = FileServer([roots])
+    for path in ("a" * 300, "x/" + "b" * 5000 + "/c"):
+        with pytest.raises(FileServerError, match="no such file"):
+            server.get(path)
