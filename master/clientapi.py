@@ -28,6 +28,7 @@ from master.store.base import EventRecord
 from saline.api import HEADER_SIZE, frame, frame_length, parse
 from saline.errors import ProtocolError, SalineError
 from saline.keys import KeyState
+from saline.shellwords import refusal
 from saline.targeting import TargetType
 
 if TYPE_CHECKING:
@@ -225,6 +226,10 @@ class ClientApi:
             self.master.refusals.count("client_acl", f"{caller.user} may not run {req.fun}")
             await write({"type": "error", "message": f"{caller.user} may not run {req.fun}"})
             return
+        problem = _shell_problem(req)
+        if problem is not None:  # before anything is sent: every minion would refuse it
+            await write({"type": "error", "message": problem})
+            return
         limit = self.master.config.max_jobs_per_user
         running = sum(1 for j in self.master.jobs.active.values() if j.record.user == caller.user)
         if running >= limit:
@@ -413,6 +418,16 @@ class ClientApi:
                 },
             }
         )
+
+
+def _shell_problem(req: RunRequest) -> str | None:
+    """``cmd.run`` with a command string holding shell syntax and no ``shell=true``."""
+    if req.fun != "cmd.run" or not req.args or not isinstance(req.args[0], str):
+        return None
+    for key in ("shell", "python_shell"):
+        if str(req.kwargs.get(key, "")).strip().lower() in ("true", "yes", "on", "1"):
+            return None
+    return refusal(req.args[0], "cmd.run")
 
 
 def _event_message(event: EventRecord) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from saline.errors import StateError
+from saline.shellwords import refusal
 from states.model import Chunk, Registry, Requisite, RequisiteKind
 from states.modules.base import StateFunction
 
@@ -232,9 +233,12 @@ def _chunk(
             failhard = arg.value
         elif arg.key in _REQUISITE_KEYS:
             requisites.extend(_requisites(doc, arg, prefix))
+        elif arg.key == "python_shell":  # SaltStack's spelling of the same switch
+            kwargs["shell"] = _Arg("shell", arg.value, arg.at)
         else:
             kwargs[arg.key] = arg
     _check_signature(doc, (id_, state), prefix, fn, kwargs)
+    _check_shell(doc, (id_, state), prefix, fn, name, kwargs)
     module, _, function = state.partition(".")
     return Chunk(
         id=id_,
@@ -299,3 +303,27 @@ def _check_signature(
         raise doc.error(
             here, f"{prefix}: missing required argument {', '.join(map(repr, missing))}"
         )
+
+
+def _check_shell(
+    doc: Document, here: Path, prefix: str, fn: StateFunction, name: str, kwargs: Mapping[str, _Arg]
+) -> None:
+    """A function that runs commands without a shell unless ``shell: true`` refuses command
+    strings (its name, ``unless``, ``onlyif``) that hold shell syntax: never a silent guess."""
+    try:
+        takes_shell = "shell" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    shell = kwargs.get("shell")
+    if not takes_shell or (shell is not None and shell.value is True):
+        return
+    commands: list[tuple[str, Path]] = [(name, here)]
+    for key in ("unless", "onlyif"):
+        arg = kwargs.get(key)
+        if arg is not None:
+            values = arg.value if isinstance(arg.value, list) else [arg.value]
+            commands += [(v, arg.at) for v in values if isinstance(v, str)]
+    for command, at in commands:
+        problem = refusal(command, prefix)
+        if problem is not None:
+            raise doc.error(at, problem)

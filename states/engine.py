@@ -85,15 +85,18 @@ class _Runner:
                     stopped_after = chunk.key
             else:
                 comment = f"not run: failhard after {stopped_after}"
-                result = self._result(chunk, StateResult(result=False, comment=comment), 0.0)
+                outcome = StateResult(result=False, comment=comment)
+                result = self._result(chunk, outcome, 0.0, ran=False)
             self._done[chunk.key] = result
             results.append(result)
         return results
 
     def _run_chunk(self, chunk: Chunk) -> ChunkResult:
         start = time.perf_counter()
-        outcome = self._blocked(chunk) or self._apply(chunk)
-        return self._result(chunk, outcome, (time.perf_counter() - start) * 1000)
+        blocked = self._blocked(chunk)
+        outcome = blocked or self._apply(chunk)
+        ran = blocked is None or blocked.result is not False  # a failed requisite: not run
+        return self._result(chunk, outcome, (time.perf_counter() - start) * 1000, ran=ran)
 
     def _blocked(self, chunk: Chunk) -> StateResult | None:
         """Why requisites keep ``chunk`` from running, or None when it may run."""
@@ -108,11 +111,14 @@ class _Runner:
         return None
 
     def _apply(self, chunk: Chunk) -> StateResult:
-        """Call the function; then ``mod_watch`` if it did not fail and a watched state changed."""
+        """Call the function; then ``mod_watch`` when a watched state changed and the call
+        itself neither failed nor changed anything (as SaltStack does): a command that ran,
+        or a service just started, is not run or restarted a second time."""
         outcome = self._call(chunk, chunk.function)
+        if outcome.result is False or outcome.changes:
+            return outcome
         watched_changed = any(self._changed(key) for key in chunk.watch)
-        has_mod_watch = "mod_watch" in self._registry.get(chunk.module, {})
-        if outcome.result is not False and watched_changed and has_mod_watch:
+        if watched_changed and "mod_watch" in self._registry.get(chunk.module, {}):
             outcome = _merge(outcome, self._call(chunk, "mod_watch"))
         return outcome
 
@@ -145,8 +151,11 @@ class _Runner:
         done = self._done.get(key)
         return done is not None and bool(done.changes)
 
-    def _result(self, chunk: Chunk, outcome: StateResult, duration_ms: float) -> ChunkResult:
+    def _result(
+        self, chunk: Chunk, outcome: StateResult, duration_ms: float, ran: bool = True
+    ) -> ChunkResult:
         return ChunkResult(
+            ran=ran,
             key=chunk.key,
             id=chunk.id,
             state=chunk.state,

@@ -116,3 +116,5 @@ class ChunkResult(BaseModel):
     #: why: what was done, skipped or failed
     comment: str = ""
     duration_ms: float = 0.0
+    #: False when the function was not called (failhard stopped the run, a requisite failed)
+    ran: bool = True

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from minion.modules.base import Context, ExecutionError, Outcome
+from saline.shellwords import refusal
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
@@ -96,18 +97,29 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     stdin: str | bytes | None = None,
+    python_shell: bool | str | None = None,
 ) -> Outcome:
     """Run a command and return its stdout, stderr and retcode (the job fails unless 0).
 
     Args:
-        cmd: argv list, or a string split like a shell would (no shell is involved).
+        cmd: argv list, or a string split like a shell would (no shell is involved); a
+            string with shell syntax outside quotes (``|``, ``>``, ``&&``, ``$(``, globs...)
+            is refused unless shell is true: nothing guesses what it meant.
         shell: true to run the string with /bin/sh -c (pipes, $VARS, ;). Off by default.
+        python_shell: SaltStack's name for shell (either may be given).
         cwd: working directory.
         env: variables merged over the minion's environment.
         timeout: seconds; on expiry the whole process group is killed and the job fails.
         stdin: text fed to the command's standard input (default: empty).
     """
-    argv = _build_argv(cmd, parse_bool(shell, "shell"))
+    use_shell = parse_bool(shell, "shell") or (
+        python_shell is not None and parse_bool(python_shell, "python_shell")
+    )
+    if isinstance(cmd, str) and not use_shell:
+        problem = refusal(cmd, "cmd.run")
+        if problem is not None:
+            raise ExecutionError(problem)
+    argv = _build_argv(cmd, use_shell)
     seconds = _parse_timeout(timeout)
     full_env = _build_env(env)
     data = stdin.encode() if isinstance(stdin, str) else stdin

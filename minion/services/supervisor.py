@@ -40,6 +40,21 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot, /proc/PID/stat field 22): with
+    the pid, it names one process for good, through any ``exec`` it does."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     """True when the process exists and is not a zombie."""
     info = _proc_stat(pid)
@@ -89,7 +104,9 @@ class SupervisorProvider(ServiceProvider):
     def _pidfile(self, service: str) -> Path:
         return self._state_dir / f"{service}.pid"
 
-    def _read_pid(self, service: str) -> int | None:
+    def _read_pid(self, service: str) -> tuple[int, int | None] | None:
+        """(pid, its start time) from the pidfile; the start time is None in a pidfile of
+        an older saline, which wrote the pid alone."""
         try:
             text = self._pidfile(service).read_text(encoding="ascii", errors="replace")
         except FileNotFoundError:
@@ -97,16 +114,17 @@ class SupervisorProvider(ServiceProvider):
         except OSError as exc:
             raise ExecutionError(f"cannot read pidfile of {service}: {exc}") from exc
         try:
-            pid = int(text.strip())
+            pid, *rest = (int(word) for word in text.split())
         except ValueError:
             return None
-        return pid if pid > 0 else None
+        return (pid, rest[0] if rest else None) if pid > 0 else None
 
     def _write_pid(self, service: str, pid: int) -> None:
         fd, tmp = tempfile.mkstemp(dir=self._state_dir, prefix=f".{service}.pid.")
+        started = _start_time(pid)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(f"{pid}\n")
+                fh.write(f"{pid}\n" if started is None else f"{pid} {started}\n")
             os.replace(tmp, self._pidfile(service))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -175,13 +193,17 @@ class SupervisorProvider(ServiceProvider):
 
     def status(self, service: str) -> ServiceStatus:
         spec = self._spec(service)
-        pid = self._read_pid(service)
-        if pid is None:
+        recorded = self._read_pid(service)
+        if recorded is None:
             return ServiceStatus(service, running=False, detail="stopped")
+        pid, started = recorded
         self._reap(pid)
         if not _alive(pid):
             return ServiceStatus(service, running=False, detail=f"dead (pid {pid} exited)")
-        if not self._runs_spec(pid, spec):
+        # the same pid and start time is the process we started, whatever it exec'd since;
+        # without a recorded start time, its command line must still be the spec's
+        same = _start_time(pid) == started if started is not None else self._runs_spec(pid, spec)
+        if not same:
             return ServiceStatus(
                 service, running=False, detail=f"dead (pid {pid} is now another program)"
             )

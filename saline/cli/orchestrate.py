@@ -1,5 +1,7 @@
 """``saline orchestrate RUNBOOK [--test] [--var K=V ...]``: ordered steps across targets."""
 
+from typing import Any
+
 import click
 
 from saline.cli.common import OUT_CHOICE, client, dump
@@ -44,8 +46,27 @@ def orchestrate(
                 f"{mark.get(step['result'], step['result']):>12}  {step['name']}: "
                 f"{step['comment']}" + (f"  [{batches}]" if batches else "")
             )
+            for minion, states in _changed_states(step, test):
+                click.echo(f"{'':>14}{minion}: {states}")
         for name in result.get("not_started", []):
             click.echo(f"{'not started':>12}  {name}")
         state = "succeeded" if result["success"] else f"FAILED (stopped at {result['stopped_at']})"
         click.echo(f"runbook {result['name']}{' (test)' if test else ''}: {state}", err=True)
     ctx.exit(0 if result["success"] else 1)
+
+
+def _changed_states(step: dict[str, Any], test: bool) -> list[tuple[str, str]]:
+    """For a state step, per minion: the states it changed (or would change)."""
+    found: list[tuple[str, str]] = []
+    for minion, ret in sorted(step.get("returns", {}).items()):
+        if not isinstance(ret, list):
+            continue
+        changed = [
+            f"{c.get('state')} {c.get('name')}"
+            for c in ret
+            if isinstance(c, dict) and (c.get("changes") or c.get("result") is None)
+        ]
+        if changed:
+            verb = "would change" if test else "changed"
+            found.append((minion, f"{verb} {len(changed)}: " + ", ".join(changed)))
+    return found

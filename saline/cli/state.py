@@ -26,31 +26,41 @@ def _targeting(fn: Any) -> Any:
     return fn
 
 
-_MARK = {True: "ok", False: "FAILED", None: "would change"}
+#: each state is counted once, in one of these (in this order in the summary)
+_KINDS = ("ok", "changed", "would change", "failed", "skipped")
+
+
+def state_kind(chunk: dict[str, Any]) -> str:
+    """What one state result was: ok, changed, would change, failed or skipped (not run)."""
+    if chunk.get("ran") is False:
+        return "skipped"
+    result = chunk.get("result")
+    if result is False:
+        return "failed"
+    if result is None:
+        return "would change"
+    return "changed" if chunk.get("changes") else "ok"
 
 
 def render_states(minion_id: str, value: Any, success: bool) -> str:
-    """One minion's state run, one line per state plus its changes."""
+    """One minion's state run, one line per state plus its changes, and the counts."""
     if not isinstance(value, list):
         return f"{minion_id}:  [FAILED]\n    " + dump(value, "yaml").replace("\n", "\n    ")
     lines = [f"{minion_id}:"]
-    changed = failed = 0
+    counts = dict.fromkeys(_KINDS, 0)
     for chunk in value:
-        result = chunk.get("result")
-        has_changes = bool(chunk.get("changes"))
-        changed += has_changes
-        failed += result is False
-        mark = _MARK.get(result, str(result))
-        if result is True and has_changes:
-            mark = "changed"
+        kind = state_kind(chunk)
+        counts[kind] += 1
+        mark = {"failed": "FAILED", "skipped": "SKIPPED"}.get(kind, kind)
         lines.append(
             f"  {mark:>12}  {chunk.get('state')} {chunk.get('name')}: {chunk.get('comment', '')}"
             f"  ({chunk.get('duration_ms', 0):.0f} ms)"
         )
-        if has_changes:
+        if chunk.get("changes"):
             body = dump(chunk["changes"], "yaml")
             lines.extend("                " + line for line in body.splitlines())
-    lines.append(f"  {len(value)} states: {changed} changed, {failed} failed")
+    shown = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n or kind in ("ok", "failed"))
+    lines.append(f"  {len(value)} states: {shown}")
     return "\n".join(lines)
 
 

@@ -5,8 +5,9 @@ in its module's ``FUNCTIONS`` dict ("managed" -> managed). It reads facts, compu
 difference, and changes the node only when ``ctx.test`` is False; in test mode a
 function that would change something returns ``result=None`` with the would-be
 ``changes``. A module may also define ``mod_watch(ctx, name, **kwargs)`` (in FUNCTIONS
-under "mod_watch"), run after the function when it succeeded and a watched state changed
-(restart a service, re-run a command); the two results are merged.
+under "mod_watch"), run after the function when a watched state changed and the function
+itself succeeded without changes (restart a running service, run a waiting command); the
+two results are merged. A function that changed something is not followed by it.
 
 States never import the minion: everything node-side goes through ``ctx.call`` (an
 execution function by name, e.g. ``ctx.call("service.start", "etcd")``) or plain Python

@@ -76,7 +76,10 @@ class Hostile(threading.Thread):
             dealer(self.ctx, self.master_pub, self.address, *zmq.curve_keypair()),
         ]
         for n in range(2000):
-            socks[n % 2].send(frame(self.rng, self.own_id), copy=False)
+            try:  # an unknown key's handshake may be refused (new_key_rate): never block
+                socks[n % 2].send(frame(self.rng, self.own_id), flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.sent["fuzz frames not sent (no connection)"] += 1
             if n % 200 == 0:
                 for s in socks:
                     drain(s, self.replies)

@@ -103,12 +103,17 @@ def test_cmd_run_string_is_split_not_shelled(ctx: Context) -> None:
 def test_cmd_run_without_shell_does_not_interpret_metacharacters(
     ctx: Context, tmp_path: Path
 ) -> None:
-    value, retcode = run(ctx, "echo $HOME; touch x", cwd=str(tmp_path))
+    # a string with shell syntax is refused rather than run with literal ';' arguments
+    with pytest.raises(ExecutionError, match=r"uses shell syntax \(`;`\)"):
+        run(ctx, "echo $HOME; touch x", cwd=str(tmp_path))
+    # "false" as a CLI string must not be truthy: refused the same way, nothing runs
+    with pytest.raises(ExecutionError, match="uses shell syntax"):
+        run(ctx, "echo $HOME; touch x", shell="false", cwd=str(tmp_path))
+    assert not (tmp_path / "x").exists()
+    # as argv, metacharacters are plain data
+    value, retcode = run(ctx, ["echo", "$HOME;", "touch", "x"], cwd=str(tmp_path))
     assert retcode == 0
     assert value["stdout"] == "$HOME; touch x\n"
-    assert not (tmp_path / "x").exists()
-    # "false" as a CLI string must not be truthy
-    run(ctx, "echo $HOME; touch x", shell="false", cwd=str(tmp_path))
     assert not (tmp_path / "x").exists()
 
 

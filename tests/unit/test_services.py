@@ -75,7 +75,9 @@ def test_start_status_stop(provider: SupervisorProvider, state_dir: Path) -> Non
     assert started.running is True
     assert started.pid is not None
     pid = started.pid
-    assert (state_dir / "sleeper.pid").read_text().strip() == str(pid)
+    # the pid and its start time: the pair names this process even after pid reuse
+    assert (state_dir / "sleeper.pid").read_text().split()[0] == str(pid)
+    assert len((state_dir / "sleeper.pid").read_text().split()) == 2
     assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
     assert os.getpgid(pid) == pid  # own session and group, detached from ours
     status = provider.status("sleeper")
@@ -146,6 +148,37 @@ def test_reused_pid_is_not_ours(provider: SupervisorProvider, state_dir: Path) -
     assert "another program" in status.detail
     assert provider.stop("sleeper").running is False  # and we are still alive to check it
     assert not (state_dir / "sleeper.pid").exists()
+
+
+def test_a_reused_pid_with_another_start_time_is_not_ours(
+    provider: SupervisorProvider, state_dir: Path
+) -> None:
+    """Even a process running the very same program is not ours if it started later."""
+    started = provider.start("sleeper")
+    assert started.pid is not None
+    pidfile = state_dir / "sleeper.pid"
+    pid, stamp = pidfile.read_text().split()
+    pidfile.write_text(f"{pid} {int(stamp) - 1}\n")  # as if the pid had been reused since
+    status = provider.status("sleeper")
+    assert status.running is False and "another program" in status.detail
+    pidfile.write_text(f"{pid} {stamp}\n")
+    assert provider.status("sleeper").running is True
+
+
+def test_a_service_that_execs_another_program_is_still_running(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    spec = ServiceSpec(argv=["sh", "-c", "exec sleep 300"], stop_timeout=2)
+    provider = SupervisorProvider({"wrapped": spec}, state_dir)
+    try:
+        assert provider.start("wrapped").running is True
+        poll(
+            lambda: "sleep" in Path(f"/proc/{provider.status('wrapped').pid}/cmdline").read_text(),
+            5,
+        )
+        assert provider.status("wrapped").running is True  # its pid and start time still match
+    finally:
+        provider.stop("wrapped")
 
 
 def test_stop_kills_the_whole_process_group(provider: SupervisorProvider, tmp_path: Path) -> None:

@@ -580,3 +580,21 @@ def test_show_is_plain_json_data_in_run_order() -> None:
     assert data[1]["requisites"] == [
         {"kind": "require", "module": "t", "target": "a", "reverse": False, "line": 4}
     ]
+
+
+def test_mod_watch_is_skipped_when_the_state_itself_changed_something() -> None:
+    """SaltStack's rule: the state's own call made changes (started a stopped service,
+    ran a command), so the watch would only do the same thing twice."""
+    log: list[str] = []
+    text = "c:\n  t.change: []\ns:\n  t.change:\n    - watch:\n      - t: c\n"
+    result = apply({"main.yaml": text}, log=log)["t.change:s"]
+    assert log == ["change:c", "change:s"]
+    assert "restarted" not in result.changes
+
+
+def test_mod_watch_is_skipped_in_test_mode_when_the_state_would_change() -> None:
+    log: list[str] = []
+    text = "c:\n  t.change: []\ns:\n  t.change:\n    - watch:\n      - t: c\n"
+    result = apply({"main.yaml": text}, log=log, test=True)["t.change:s"]
+    assert log.count("mod_watch:s") == 0
+    assert result.comment.count(";") == 0  # one story, not two joined
