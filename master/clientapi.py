@@ -10,6 +10,7 @@ Operations are deny-by-default: only those in ``OPS`` exist, each with a request
 
 import asyncio
 import contextlib
+import difflib
 import fnmatch
 import logging
 import os
@@ -19,7 +20,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,6 +60,10 @@ class _Request(BaseModel):
     op: str
 
 
+#: a batch given as a share of the minions: 1% to 100%
+_SHARE = r"^(100|[1-9][0-9]?)%$"
+
+
 class RunRequest(_Request):
     target: str = Field(min_length=1, max_length=4096)
     tgt_type: TargetType = TargetType.GLOB
@@ -66,9 +71,12 @@ class RunRequest(_Request):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0, le=86400)
-    batch: int | None = Field(default=None, ge=1)
+    #: at most N minions at a time, or "N%" of those reached
+    batch: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=_SHARE)] | None = None
     #: kwarg names (or positions, as digits) whose values are secrets: never stored or shown
     secret: list[str] = Field(default_factory=list, max_length=64)
+    #: answer with the jid at once; the job goes on (``saline jobs wait JID``)
+    background: bool = False
 
 
 class JobsListRequest(_Request):
@@ -118,6 +126,8 @@ class ClientApi:
     def __init__(self, master: "Master") -> None:
         self.master = master
         self.server: asyncio.AbstractServer | None = None
+        #: jobs run with ``--async``: supervised here, no client waiting
+        self._background: set[asyncio.Task[dict[str, Any]]] = set()
         self.ops: dict[str, tuple[Role, type[_Request], Callable[..., Awaitable[None]]]] = {
             "run": (Role.ACL, RunRequest, self.op_run),
             "jobs_list": (Role.ACL, JobsListRequest, self.op_jobs_list),
@@ -226,7 +236,7 @@ class ClientApi:
             self.master.refusals.count("client_acl", f"{caller.user} may not run {req.fun}")
             await write({"type": "error", "message": f"{caller.user} may not run {req.fun}"})
             return
-        problem = _shell_problem(req)
+        problem = _shell_problem(req) or self._unknown_function(req.fun)
         if problem is not None:  # before anything is sent: every minion would refuse it
             await write({"type": "error", "message": problem})
             return
@@ -255,6 +265,12 @@ class ClientApi:
         await write(
             {"type": "job", "jid": record.jid, "minions": record.minions, "missing": record.missing}
         )
+        if req.background:  # the client goes; the job does not
+            task = asyncio.create_task(self.master.jobs.supervise(job))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            await write({"type": "started", "jid": record.jid})
+            return
         supervisor = asyncio.create_task(self.master.jobs.supervise(job))
         try:
             while True:
@@ -313,6 +329,21 @@ class ClientApi:
                 # while it runs: who runs it now, and who waits because they are busy
                 **self._live(req.jid),
             }
+        )
+
+    def _unknown_function(self, fun: str) -> str | None:
+        """``fun`` is on no online minion, and every online minion said what it has."""
+        online = self.master.presence.online_ids()
+        known = self.master.functions
+        if not online or any(m not in known for m in online):
+            return None  # an older minion lists nothing: let it answer for itself
+        have = set().union(*(known[m] for m in online))
+        if fun in have:
+            return None
+        close = difflib.get_close_matches(fun, sorted(have), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"no online minion has a function {fun!r}{hint}: see `saline run ID sys.list_functions`"
         )
 
     def _live(self, jid: str) -> dict[str, Any]:
@@ -381,14 +412,34 @@ class ClientApi:
     async def op_reactor_reload(self, caller: Caller, req: StatusRequest, write: Write) -> None:
         await write({"type": "result", "message": self.master.reactor.reload()})
 
+    def _held(self, prefix: str) -> tuple[str | None, str | None]:
+        """(reaction id, None) for the held reaction ``prefix`` starts (``reactor history``
+        prints 12 characters), or (None, why not) when it names none or several."""
+        held = sorted(r for r in self.master.reactor.state.awaiting if r.startswith(prefix))
+        if len(held) == 1:
+            return held[0], None
+        if held:
+            return None, f"{prefix!r} names {len(held)} held reactions: give more of the id"
+        return prefix, None  # the engine says why it cannot (unknown, already decided)
+
     async def op_reactor_approve(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
-        decision = self.master.reactor.approve(req.id, caller.user)
+        reaction, why = self._held(req.id)
+        if reaction is None:
+            await write({"type": "error", "message": why})
+            return
+        decision = self.master.reactor.approve(reaction, caller.user)
         await write(
             {"type": "result", "verdict": decision.verdict.value, "reason": decision.reason}
         )
 
     async def op_reactor_reject(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
-        await write({"type": "result", "message": self.master.reactor.reject(req.id, caller.user)})
+        reaction, why = self._held(req.id)
+        if reaction is None:
+            await write({"type": "error", "message": why})
+            return
+        await write(
+            {"type": "result", "message": self.master.reactor.reject(reaction, caller.user)}
+        )
 
     async def op_orchestrate(self, caller: Caller, req: OrchestrateRequest, write: Write) -> None:
         result = await self.master.reactor.orchestrate(req.runbook, req.vars, req.test, caller.user)

@@ -110,4 +110,11 @@ class MasterConfig(BaseModel):
 def load_master_config(path: str | None = None) -> tuple[MasterConfig, Path]:
     """Load the master config from -c, $SALINE_CONFIG or the default path."""
     resolved = resolve_config_path(path, DEFAULT_MASTER_CONFIG)
-    return load_yaml_model(resolved, MasterConfig), resolved
+    return load_yaml_model(resolved, MasterConfig, foreign=_MINION_ONLY), resolved
+
+
+#: settings only a minion config has: such a file given to the master is named for what it is
+_MINION_ONLY = (
+    "a minion config",
+    frozenset({"master", "master_port", "master_pub", "master_finger", "beacons", "cachedir"}),
+)

@@ -74,6 +74,8 @@ class Master:
         self.grains: dict[str, dict[str, Any]] = {
             m.id: m.grains for m in self.store.minions().values()
         }
+        #: minion -> the execution functions its last hello listed
+        self.functions: dict[str, frozenset[str]] = {}
         self.fileserver = FileServer(config.file_roots)
         #: bytes of file replies per minion: a burst of 4 frames, then one frame a second
         self.file_budget = RateLimiter(config.max_frame_bytes, 4 * config.max_frame_bytes)
@@ -235,6 +237,10 @@ class Master:
         while True:
             await asyncio.sleep(interval)
             lost = self.presence.expire()
+            for minion_id in lost:
+                log.info(
+                    "minion %s lost (no heartbeat for %gs)", minion_id, self.config.presence_timeout
+                )
             self.bus.publish_many(
                 [(f"saline/minion/{m}/lost", {"reason": "heartbeat timeout"}, m) for m in lost]
             )
@@ -244,7 +250,9 @@ class Master:
         while True:
             frames = await monitor.recv_multipart()
             event = int.from_bytes(frames[0][:2], "little")
-            self.refusals.count("handshake_failed", f"zmq event {event:#x}")
+            # libzmq names the listening endpoint here, not the peer (ZAP refusals name it)
+            where = frames[1].decode(errors="replace") if len(frames) > 1 else "?"
+            self.refusals.count("handshake_failed", f"zmq event {event:#x} on {where[:80]}")
 
     # -- life cycle --------------------------------------------------------------------
 

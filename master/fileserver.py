@@ -20,6 +20,11 @@ class FileServerError(SalineError):
     """A path was refused or not found."""
 
 
+class FileMissing(FileServerError):
+    """No such file under any root: a routine answer (``name.yaml`` before
+    ``name/init.yaml``), not a refusal."""
+
+
 def clean_path(path: str) -> PurePosixPath:
     """``saline://a/b`` or ``a/b`` -> ``a/b``; refuse anything that could leave the roots."""
     if path.startswith(SCHEME):
@@ -55,7 +60,7 @@ class FileServer:
             if not candidate.resolve().is_relative_to(root):
                 raise FileServerError(f"refused path {path!r}: a symlink leads outside its root")
             return candidate
-        raise FileServerError(f"no such file saline://{relative}")
+        raise FileMissing(f"no such file saline://{relative}")
 
     def get(self, path: str) -> ServedFile:
         """The file's bytes and sha256. :raises FileServerError: refused, missing, too big."""

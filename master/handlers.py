@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from master.fileserver import FileServerError
+from master.fileserver import FileMissing, FileServerError
 from master.store.base import EventRecord, MinionRecord, ReturnRecord
 from saline.errors import KeyRingError, SalineError
 from saline.keys import KeyEntry, KeyState
@@ -102,8 +102,11 @@ def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
         master.reply(peer.route, Refused(reason=f"bad_grains: grains.{problem}"))
         return
     master.grains[msg.id] = msg.grains
+    if msg.functions:
+        master.functions[msg.id] = frozenset(msg.functions)
     master.store.save_minion(MinionRecord(msg.id, msg.grains, time.time()))
     if master.presence.start(msg.id, peer.route):
+        log.info("minion %s connected (saline %s)", msg.id, msg.version[:32] or "?")
         master.bus.publish(f"saline/minion/{msg.id}/start", {"version": msg.version}, msg.id)
     master.reply(peer.route, Welcome(id=msg.id, master_version=master.version))
 
@@ -207,7 +210,8 @@ def on_file_request(master: "Master", peer: Peer, msg: FileRequest, batch: Batch
     try:
         served = master.fileserver.get(msg.path)
     except FileServerError as e:
-        master.refusals.count("file_refused", f"{msg.id}: {e}")
+        if not isinstance(e, FileMissing):  # a miss is routine (name.yaml, then name/init)
+            master.refusals.count("file_refused", f"{msg.id}: {e}")
         master.reply(peer.route, FileReply(req=msg.req, path=msg.path, error=str(e)))
         return
     data = None if msg.have == served.sha256 else served.data  # unchanged: not re-sent
@@ -242,6 +246,7 @@ def on_pillar_request(master: "Master", peer: Peer, msg: PillarRequest, batch: B
 
 def on_bye(master: "Master", peer: Peer, msg: Bye, batch: Batch) -> None:
     if master.presence.drop(msg.id):
+        log.info("minion %s disconnected (shutdown)", msg.id)
         master.bus.publish(f"saline/minion/{msg.id}/lost", {"reason": "shutdown"}, msg.id)
 
 

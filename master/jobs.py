@@ -8,6 +8,7 @@ counted from the moment the job was sent to it, so ``--batch`` never eats the ti
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -48,7 +49,8 @@ class JobRequest:
     args: list[Any]
     kwargs: dict[str, Any]
     timeout: float
-    batch: int | None
+    #: at most this many minions at a time: a count, or "25%" of those reached
+    batch: int | str | None
     user: str
     #: kwarg names (or positions, as digits) the client marked secret
     secret: tuple[str, ...] = ()
@@ -100,6 +102,16 @@ class ActiveJob:
             "timed_out": by[Outcome.TIMED_OUT],
             "not_reached": by[Outcome.NOT_REACHED],
         }
+
+
+def batch_size(batch: int | str | None, reachable: int) -> int:
+    """Minions in flight at once: all (None), a count, or a share like "25%" (rounded up,
+    at least one), as SaltStack's ``--batch``."""
+    if batch is None:
+        return max(reachable, 1)
+    if isinstance(batch, str):
+        return max(1, math.ceil(reachable * int(batch.rstrip("%")) / 100))
+    return batch
 
 
 class JobManager:
@@ -168,11 +180,21 @@ class JobManager:
         )
         self.store.save_job(record)  # durable before anything is sent
         self._remember(record)
+        log.info(
+            "job %s: %s on %r (%s) by %s: %d matched, %d offline",
+            record.jid,
+            record.fun,
+            record.target[:200],
+            record.tgt_type,
+            record.user,
+            len(matched),
+            len(missing),
+        )
         self.bus.publish(
             f"saline/job/{record.jid}/new",
             {"fun": record.fun, "minions": matched, "missing": missing, "user": record.user},
         )
-        job = ActiveJob(record, deque(reachable), request.batch or max(len(reachable), 1))
+        job = ActiveJob(record, deque(reachable), batch_size(request.batch, len(reachable)))
         job.frame = encode(
             Job(
                 jid=record.jid,

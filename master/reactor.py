@@ -23,11 +23,12 @@ from reactors.engine import approve, due, evaluate, finish, reject
 from reactors.model import Decision, Event, Verdict
 from reactors.orchestrate import JobOutcome, MinionReturn, run_runbook
 from reactors.rules import Rule, RuleError, load_rules
-from reactors.runbook import find_runbook, load_runbook
+from reactors.runbook import RunbookError, find_runbook, load_runbook
 from reactors.state import ReactorState
 from reactors.view import StaticView
 from saline.errors import SalineError
 from saline.targeting import match_minions
+from saline.wire import pack
 
 if TYPE_CHECKING:
     from master.daemon import Master
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "reactors" / "rules"
 #: the runbooks saline ships (reactors/runbooks/), searched after the operator's runbook_roots
 SHIPPED_RUNBOOKS = SHIPPED_RULES.parent / "runbooks"
-#: beacon names (and beacon:key pairs) the cluster view keeps per minion; each entry is an
-#: event's data, itself capped by ``max_event_bytes``, so a minion's share is bounded in bytes
+#: beacon names (and beacon:key pairs) the cluster view keeps per minion, and the bytes
+#: of their data (packed): beyond either, the oldest observations of that minion go
 MAX_OBSERVATIONS_PER_MINION = 256
+MAX_OBSERVATION_BYTES_PER_MINION = 1024 * 1024
 
 
 class MasterJobRunner:
@@ -122,6 +124,8 @@ class Reactor:
         self.state = ReactorState.model_validate(self.audit.load_state() or {})
         #: minion -> beacon (and beacon:key) -> latest observation: the cluster view
         self.observations: dict[str, dict[str, dict[str, Any]]] = {}
+        #: minion -> observation name -> its packed size (the view's byte bound)
+        self._view_sizes: dict[str, dict[str, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: batches the reactor could not decide on (a store write failed): shown in status
         self.failures = 0
@@ -179,6 +183,9 @@ class Reactor:
     ) -> dict[str, Any]:
         """``saline orchestrate``: the same engine the reactor's orchestrate action uses."""
         runbook = load_runbook(find_runbook(name, self.runbook_roots))
+        problem = runbook.var_problem(variables)
+        if problem is not None:
+            raise RunbookError(problem)
         runner = MasterJobRunner(self.master, f"orchestrate:{user}", (None, 0, None))
         result = await run_runbook(runbook, runner, vars=variables, test=test)
         return result.model_dump(mode="json")
@@ -281,13 +288,22 @@ class Reactor:
         minion, beacon, state = parts[2], parts[3], parts[4]
         seen = {**record.data, "state": state, "ts": record.ts}
         by_beacon = self.observations.setdefault(minion, {})
+        sizes = self._view_sizes.setdefault(minion, {})
+        size = len(pack(record.data)) + 64
         keyed = record.data.get("key")
         names = [beacon] if keyed is None else [beacon, f"{beacon}:{str(keyed)[:128]}"]
         for name in names:
-            if name not in by_beacon and len(by_beacon) >= MAX_OBSERVATIONS_PER_MINION:
-                by_beacon.pop(next(iter(by_beacon)))  # the oldest name goes: bounded per minion
             by_beacon.pop(name, None)
+            sizes.pop(name, None)
             by_beacon[name] = seen
+            sizes[name] = size
+        # bounded per minion in entries and bytes: the oldest observations go first
+        while len(by_beacon) > len(names) and (
+            len(by_beacon) > MAX_OBSERVATIONS_PER_MINION
+            or sum(sizes.values()) > MAX_OBSERVATION_BYTES_PER_MINION
+        ):
+            oldest = next(iter(by_beacon))
+            del by_beacon[oldest], sizes[oldest]
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

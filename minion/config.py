@@ -84,7 +84,16 @@ class MinionConfig(BaseModel):
 
 def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:
     resolved = resolve_config_path(path, DEFAULT_MINION_CONFIG)
-    return load_yaml_model(resolved, MinionConfig), resolved
+    return load_yaml_model(resolved, MinionConfig, foreign=_MASTER_ONLY), resolved
+
+
+#: settings only a master config has: such a file given to a minion is named for what it is
+_MASTER_ONLY = (
+    "a master config",
+    frozenset(
+        {"file_roots", "pillar_roots", "reactor_dirs", "runbook_roots", "client_acl", "schedule"}
+    ),
+)
 
 
 def apply_env(config: MinionConfig) -> None:

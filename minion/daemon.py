@@ -137,7 +137,14 @@ class Minion:
             log.debug("send queue full; %s will be retried", message.__class__.__name__)
 
     def hello(self) -> None:
-        self.send(Hello(id=self.id, grains=self.grains, version=saline.__version__))
+        self.send(
+            Hello(
+                id=self.id,
+                grains=self.grains,
+                version=saline.__version__,
+                functions=sorted(self.ctx.functions),
+            )
+        )
 
     # -- returns -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ group is killed. The result comes back as msgpack over a pipe.
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -32,6 +33,9 @@ def call_function(ctx: Context, job: Job) -> tuple[bool, int, Any]:
     fn: Callable[..., Any] | None = ctx.functions.get(job.fun)
     if fn is None:
         return False, 254, _error("unknown_function", f"no function {job.fun!r} on this minion")
+    wrong = _argument_problem(fn, job)
+    if wrong is not None:
+        return False, 1, _error("bad_arguments", wrong)
     try:
         value = fn(ctx, *job.args, **job.kwargs)
     except ExecutionError as e:
@@ -45,6 +49,36 @@ def call_function(ctx: Context, job: Job) -> tuple[bool, int, Any]:
     if isinstance(value, Outcome):
         return value.retcode == 0, value.retcode, value.value
     return True, 0, value
+
+
+def _argument_problem(fn: Callable[..., Any], job: Job) -> str | None:
+    """The operator's arguments checked against the function's own, in the operator's
+    terms (Python would count the context too: "takes 2 positional arguments but 4...")."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(None, *job.args, **job.kwargs)
+    except TypeError as e:
+        params = list(signature.parameters.values())[1:]  # without the context
+        usage = " ".join(
+            p.name.upper()
+            if p.default is inspect.Parameter.empty and p.kind in _POSITIONAL
+            else f"[{p.name}=]"
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+            else f"[{p.name.upper()}...]"
+            for p in params
+            if p.kind is not inspect.Parameter.VAR_POSITIONAL
+        )
+        given = [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()]
+        got = ", ".join(given) or "no arguments"
+        head = f"{job.fun} {usage}" if usage else job.fun
+        return f"{head}: {e}; you gave {len(given)}: {got}"
+    return None
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _pack_result(result: tuple[bool, int, Any]) -> bytes:

@@ -220,7 +220,24 @@ class Runbook(_Model):
     description: str = ""
     #: defaults; callers' vars override them key by key (shallow merge)
     vars: dict[str, Any] = {}
+    #: vars without a default that every caller must give (``saline orchestrate`` says
+    #: which ``--var`` is missing, and refuses a var that is neither here nor in ``vars``)
+    requires: list[str] = []
     steps: list[Step] = Field(min_length=1)
+
+    def var_problem(self, given: Mapping[str, Any]) -> str | None:
+        """What is wrong with a caller's ``given`` vars (missing, unknown); None if nothing."""
+        missing = [v for v in self.requires if v not in given]
+        if missing:
+            flags = " ".join(f"--var {v}=..." for v in missing)
+            return f"runbook {self.name} needs {flags}"
+        known = set(self.vars) | set(self.requires)
+        unknown = sorted(k for k in given if k not in known)
+        if unknown:
+            takes = ", ".join(sorted(known)) or "no vars"
+            return f"runbook {self.name} has no var {', '.join(unknown)} (it takes: {takes})"
+        return None
+
     _source: str = PrivateAttr(default="<runbook>")
     _lines: tuple[int | None, ...] = PrivateAttr(default=())
 

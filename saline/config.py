@@ -1,5 +1,6 @@
 """YAML configuration loading: pydantic validation with errors naming file, line and field."""
 
+import difflib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,8 +54,17 @@ def parse_yaml(
         raise error(f"{label}{line}: invalid YAML: {getattr(e, 'problem', e)}") from e
 
 
-def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None = None) -> C:
+def load_yaml_model(
+    path: Path,
+    model: type[C],
+    overrides: dict[str, Any] | None = None,
+    foreign: tuple[str, frozenset[str]] | None = None,
+) -> C:
     """Read ``path`` as YAML and validate it as ``model``.
+
+    ``foreign`` is (what the other kind of file is called, settings only it has): a file
+    setting those is named for what it is ("this is a minion config") instead of a list
+    of unknown settings. An unknown setting gets a "did you mean".
 
     :raises ConfigError: with ``file:line: field: message`` for the first problem found.
     """
@@ -67,6 +77,14 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of settings")
+    if foreign is not None:
+        kind, keys = foreign
+        theirs = sorted(k for k in data if k in keys and k not in model.model_fields)
+        if theirs:
+            raise ConfigError(
+                f"{path}: this looks like {kind} (it sets {', '.join(theirs)}), not the"
+                f" {model.__name__} this command reads"
+            )
     data.update(overrides or {})
     from pydantic import ValidationError
 
@@ -79,7 +97,11 @@ def load_yaml_model(path: Path, model: type[C], overrides: dict[str, Any] | None
         field = ".".join(str(p) for p in loc) or "(top)"
         where = f"{path}:{line_no}" if line_no else str(path)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {field}: {err['msg']}{more}") from e
+        hint = ""
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            close = difflib.get_close_matches(str(loc[0]), list(model.model_fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: {field}: {err['msg']}{hint}{more}") from e
 
 
 def read_setting(path: Path, key: str, default: str) -> str:

@@ -37,6 +37,11 @@ class Hello(_Message):
     grains: dict[str, Any] = Field(default_factory=dict)
     #: saline version of the minion
     version: str = ""
+    #: the execution functions it has ("test.ping", ...): a misspelled function is refused
+    #: before a job is sent (an older minion sends none)
+    functions: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=5000
+    )
 
 
 class Heartbeat(_Message):

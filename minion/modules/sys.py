@@ -37,4 +37,34 @@ def doc(ctx: Context, name: str | None = None) -> dict[str, str]:
     return {fn: inspect.getdoc(ctx.functions[fn]) or "" for fn in sorted(names)}
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {"list_functions": list_functions, "doc": doc}
+def state_doc(ctx: Context, name: str | None = None) -> dict[str, str]:
+    """Return the documentation of state functions (what a state file may use), by name.
+
+    Args:
+        name: a state function ("file.managed"), a module ("file"), a glob, or nothing.
+    """
+    from states.modules import REGISTRY  # the state engine, imported only when asked
+
+    states = {
+        f"{module}.{fun}": fn
+        for module, table in REGISTRY.items()
+        for fun, fn in table.items()
+        if fun != "mod_watch"
+    }
+    if not name:
+        chosen = sorted(states)
+    elif name in states:
+        chosen = [name]
+    else:
+        prefix = name.removesuffix(".*") + "."
+        chosen = sorted(s for s in states if s.startswith(prefix) or fnmatch.fnmatchcase(s, name))
+        if not chosen:
+            raise ExecutionError(f"no such state function or module: {name}")
+    return {state: inspect.getdoc(states[state]) or "" for state in chosen}
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "list_functions": list_functions,
+    "doc": doc,
+    "state_doc": state_doc,
+}

@@ -68,3 +68,43 @@ def _plain(value: Any) -> Any:
 
 
 OUT_CHOICE = click.Choice(["human", "json", "yaml"])
+
+
+#: SaltStack's target shortcuts: -C compound, -G grain, -L list, -E regex on the id
+_SHORTCUTS = (("-C", "compound"), ("-G", "grain"), ("-L", "list"), ("-E", "pcre"))
+
+
+def target_shortcuts(fn: Any) -> Any:
+    """Add -C/-G/-L/-E (as in ``salt -C 'G@role:backend and not be3'``) to a command."""
+    for flag, kind in reversed(_SHORTCUTS):
+        help_text = "TARGET is a regex on the id" if kind == "pcre" else f"same as -T {kind}"
+        fn = click.option(flag, "shortcut", flag_value=kind, default=None, help=help_text)(fn)
+    return fn
+
+
+def resolve_target(target: str, tgt_type: str, shortcut: str | None) -> tuple[str, str]:
+    """(target, type) from ``-T`` and a shortcut flag; both at once is a usage error."""
+    if shortcut is None:
+        return target, tgt_type
+    if tgt_type != "glob":
+        raise click.UsageError(f"give -T {tgt_type} or a shortcut flag, not both")
+    if shortcut == "pcre":
+        return f"E@{target}", "compound"
+    return target, shortcut
+
+
+class BatchSize(click.ParamType):  # type: ignore[type-arg]
+    """``--batch N`` or ``--batch N%`` (SaltStack's spellings)."""
+
+    name = "N|N%"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        text = str(value).strip()
+        if text.endswith("%") and text[:-1].isdigit() and 1 <= int(text[:-1]) <= 100:
+            return f"{int(text[:-1])}%"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r}: give a count (2) or a share of the minions (25%)", param, ctx)
+
+
+BATCH = BatchSize()

@@ -1,6 +1,8 @@
-"""``saline jobs list | show JID``: the master's job store."""
+"""``saline jobs list | show JID | wait JID``: the master's job store."""
 
+import time
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -43,3 +45,44 @@ def show(ctx: click.Context, jid: str, out: str) -> None:
         result = master.request("job_show", jid=jid)
     result.pop("type", None)
     click.echo(dump(result, "yaml" if out == "human" else out))
+
+
+@jobs.command()
+@click.argument("jid")
+@click.option("-t", "--timeout", type=float, default=3600.0, help="seconds to wait at most")
+@click.option("--out", type=OUT_CHOICE, default="human")
+@click.pass_context
+def wait(ctx: click.Context, jid: str, timeout: float, out: str) -> None:
+    """Wait until every minion JID was sent to has returned; print like `saline run`.
+
+    Exit codes as `saline run` (a minion that has not returned by --timeout counts as
+    timed out; the job itself goes on until its own timeout on the minion).
+    """
+    from saline.cli.run import _human_return, exit_code
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with client(ctx) as master:
+            shown = master.request("job_show", jid=jid)
+        job, returns = shown["job"], shown["returns"]
+        expected = [m for m in job["minions"] if m not in job["missing"]]
+        waiting = [m for m in expected if m not in returns]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    summary: dict[str, Any] = {
+        "jid": jid,
+        "minions": job["minions"],
+        "failed": sorted(m for m, r in returns.items() if not r["success"]),
+        "timed_out": waiting,
+        "not_reached": job["missing"],
+    }
+    if out == "human":
+        for minion_id, ret in sorted(returns.items()):
+            click.echo(_human_return(minion_id, ret["return"], ret["success"]))
+        for minion_id in waiting:
+            click.echo(f"{minion_id}:\n    NOT RETURNED within {timeout:g}s")
+    else:
+        document = {"jid": jid, "returns": returns, "missing": job["missing"], "timed_out": waiting}
+        click.echo(dump(document, out))
+    ctx.exit(exit_code(summary))

@@ -49,7 +49,13 @@ class LazyGroup(click.Group):
     metavar="FILE",
     help="config file (default: $SALINE_CONFIG, else /etc/saline/master.yaml or minion.yaml)",
 )
-@click.option("-l", "--log-level", default=None, help="override the config's log level")
+@click.option(
+    "-l",
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="override the config's log level",
+)
 @click.version_option(package_name="saline", message="saline %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:

@@ -10,6 +10,7 @@ Exit codes (also in the README):
   +4 some were not reached (offline). 11..17 name every combination.
 """
 
+import fnmatch
 import json
 import re
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from saline.cli.common import OUT_CHOICE, client, dump
+from saline.cli.common import BATCH, OUT_CHOICE, client, dump, resolve_target, target_shortcuts
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 3
@@ -121,7 +122,7 @@ class Progress:
             sys.stderr.write("\r\033[K")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command()
 @click.argument("target")
 @click.argument("function")
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
@@ -132,9 +133,16 @@ class Progress:
     default="glob",
     help="how TARGET is read (default glob on the minion id)",
 )
+@target_shortcuts
 @click.option("-t", "--timeout", type=float, default=None, help="seconds to wait per minion")
-@click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
+@click.option("-b", "--batch", type=BATCH, default=None, help="at most N (or N%) at a time")
 @click.option("--out", type=OUT_CHOICE, default="human", help="output format")
+@click.option(
+    "--async",
+    "background",
+    is_flag=True,
+    help="print the jid at once and leave; `saline jobs wait JID` gets the returns",
+)
 @click.option(
     "--secret",
     "secret",
@@ -151,9 +159,11 @@ def run(
     arguments: tuple[str, ...],
     tgt_type: str,
     timeout: float | None,
-    batch: int | None,
+    batch: int | str | None,
     out: str,
     secret: tuple[str, ...],
+    shortcut: str | None,
+    background: bool,
 ) -> None:
     """Run FUNCTION with ARG ... KEY=VALUE ... on the minions TARGET matches.
 
@@ -163,12 +173,54 @@ def run(
       saline run -T grain role:backend cmd.run 'uname -r'
       saline run -T compound 'G@role:backend and not be3' service.status etcd
       saline run -T list be1,be2 cmd.run "ls /tmp" cwd=/ --batch 1
+      saline run -C 'G@role:frontend or be1' grains.get role
+      saline run be1 cmd.run -- ls -l /tmp      (after --, words starting with - are arguments)
     """
+    target, tgt_type = resolve_target(target, tgt_type, shortcut)
     args, kwargs = split_arguments(arguments)
+    if background:
+        ctx.exit(start_async(ctx, target, tgt_type, function, args, kwargs, timeout, secret, out))
     code = execute(
         ctx, target, tgt_type, function, args, kwargs, timeout, batch, out, secret=secret
     )
     ctx.exit(code)
+
+
+def start_async(
+    ctx: click.Context,
+    target: str,
+    tgt_type: str,
+    function: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    secret: tuple[str, ...],
+    out: str,
+) -> int:
+    """Start the job and print its jid; the master sees it through without us."""
+    with client(ctx) as master:
+        master.send(
+            "run",
+            target=target,
+            tgt_type=tgt_type,
+            fun=function,
+            args=args,
+            kwargs=kwargs,
+            timeout=timeout,
+            secret=list(secret),
+            background=True,
+        )
+        job = master.receive()  # the job as matched, then "started"
+        master.receive()
+    if not job["minions"]:
+        click.echo("no minion matched the target", err=True)
+        return EXIT_NO_MATCH
+    if out == "human":
+        click.echo(job["jid"])
+        click.echo(f"started on {len(job['minions'])}: `saline jobs wait {job['jid']}`", err=True)
+    else:
+        click.echo(dump({k: job[k] for k in ("jid", "minions", "missing")}, out))
+    return EXIT_OK
 
 
 #: prints one minion's return in human output: (minion id, return value, success) -> text
@@ -183,7 +235,7 @@ def execute(
     args: list[Any],
     kwargs: dict[str, Any],
     timeout: float | None,
-    batch: int | None,
+    batch: int | str | None,
     out: str,
     render: Renderer | None = None,
     secret: tuple[str, ...] = (),
@@ -228,6 +280,10 @@ def execute(
             elif kind == "done":
                 summary = message
         progress.clear()
+    if not summary["minions"]:
+        hint = _pending_hint(ctx, target, tgt_type)
+        if hint:
+            click.echo(hint, err=True)
     if out == "human":
         _print_summary(summary)
     else:
@@ -239,6 +295,24 @@ def execute(
         }
         click.echo(dump(document, out))
     return exit_code(summary)
+
+
+def _pending_hint(ctx: click.Context, target: str, tgt_type: str) -> str | None:
+    """When nothing matched: the pending keys the target names, and how to accept them."""
+    if tgt_type not in ("glob", "list"):
+        return None
+    with client(ctx) as master:
+        pending = master.request("status")["keys"]["pending"]
+    names = target.split(",") if tgt_type == "list" else [target]
+    waiting = sorted(m for m in pending if any(fnmatch.fnmatchcase(m, n) for n in names))
+    if not waiting:
+        return None
+    if len(waiting) == 1:
+        return (
+            f"the key of {waiting[0]} is pending: accept it with `saline key accept {waiting[0]}`"
+        )
+    listed = ", ".join(waiting)
+    return f"the keys of {listed} are pending: accept them with `saline key accept ID` (or --all)"
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

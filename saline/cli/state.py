@@ -4,7 +4,7 @@ from typing import Any
 
 import click
 
-from saline.cli.common import OUT_CHOICE, dump
+from saline.cli.common import BATCH, OUT_CHOICE, dump, resolve_target, target_shortcuts
 from saline.cli.run import execute
 
 _TARGETING = [
@@ -23,7 +23,7 @@ _TARGETING = [
 def _targeting(fn: Any) -> Any:
     for option in reversed(_TARGETING):
         fn = option(fn)
-    return fn
+    return target_shortcuts(fn)
 
 
 #: each state is counted once, in one of these (in this order in the summary)
@@ -74,7 +74,7 @@ def state() -> None:
 @click.argument("states", nargs=-1)
 @click.option("--test", is_flag=True, help="change nothing; report what would change")
 @click.option("--failhard", is_flag=True, help="stop at the first failed state")
-@click.option("-b", "--batch", type=click.IntRange(min=1), default=None, help="at most N at a time")
+@click.option("-b", "--batch", type=BATCH, default=None, help="at most N (or N%) at a time")
 @_targeting
 @click.pass_context
 def apply(
@@ -83,12 +83,14 @@ def apply(
     states: tuple[str, ...],
     test: bool,
     failhard: bool,
-    batch: int | None,
+    batch: int | str | None,
     tgt_type: str,
     timeout: float,
     out: str,
+    shortcut: str | None,
 ) -> None:
     """Apply STATE ... (no STATE: the highstate from top.yaml) on the minions TARGET matches."""
+    target, tgt_type = resolve_target(target, tgt_type, shortcut)
     code = execute(
         ctx,
         target,
@@ -116,8 +118,10 @@ def show(
     tgt_type: str,
     timeout: float,
     out: str,
+    shortcut: str | None,
 ) -> None:
     """Print STATE ... rendered and validated for each minion, without applying anything."""
+    target, tgt_type = resolve_target(target, tgt_type, shortcut)
     code = execute(
         ctx,
         target,

@@ -106,13 +106,14 @@ def test_offline_minion_reported_at_once(fresh_lab: Lab) -> None:
     assert elapsed < 30, "an offline minion must not be waited for until the timeout"
 
 
-def test_batch_never_exceeds_its_size(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", ["2", "50%", "34%"])  # of 4 minions: 2, 2, 2 (rounded up)
+def test_batch_never_exceeds_its_size(lab: Lab, tmp_path: Path, batch: str) -> None:
     log = tmp_path / "intervals"
     script = (
         f'echo "start $SALINE_MINION_ID $(date +%s.%N)" >> {log}; sleep 0.3; '
         f'echo "end $SALINE_MINION_ID $(date +%s.%N)" >> {log}'
     )
-    code, doc = run_json(lab, "*", "cmd.run", script, "shell=true", "--batch", "2")
+    code, doc = run_json(lab, "*", "cmd.run", script, "shell=true", "--batch", batch)
     assert code == 0 and set(doc["returns"]) == ALL
     running, peak = 0, 0
     rows = sorted(

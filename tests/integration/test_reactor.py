@@ -242,9 +242,22 @@ def test_pause_resume_and_approval(lab: Lab) -> None:
     wait_for(lambda: len(history(lab, "needs-ok")) == 2, 10, "held")
     held = history(lab, "needs-ok")[0]
     assert held["verdict"] == "await_approval" and jobs_of(lab, "reactor:needs-ok") == []
-    proc = saline(lab, "reactor", "approve", held["id"])
+    # the 12 characters `reactor history` prints are enough
+    proc = saline(lab, "reactor", "approve", held["id"][:12])
     assert proc.returncode == 0 and proc.stdout.startswith("fire"), proc.stdout + proc.stderr
     wait_for(lambda: jobs_of(lab, "reactor:needs-ok"), 15, "approved job ran")
+    fire(lab, "test/approve", {})
+    wait_for(lambda: len(history(lab, "needs-ok")) == 3, 10, "held again")
+    again = history(lab, "needs-ok")[0]
+    assert again["verdict"] == "await_approval"
+    proc = saline(lab, "reactor", "reject", again["id"][:12])
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        again["id"]
+        not in json.loads(saline(lab, "status", "--out", "json").stdout)["reactor"][
+            "awaiting_approval"
+        ]
+    )
 
 
 def test_bad_rule_file_keeps_the_old_rules(lab: Lab) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from saline.errors import ClientError
 from saline.lab.lab import Lab
 from saline.lab.processes import alive, saline_argv, spawn
-from tests.support import events, online, run_json, wait_for
+from tests.support import events, online, run_json, saline, wait_for
 
 
 def _job_returns(lab: Lab, jid: str) -> dict[str, dict[str, object]]:
@@ -70,10 +70,19 @@ def test_minion_survives_raise_hang_and_huge_output(fresh_lab: Lab) -> None:
     assert ret["return"]["error"] == "execution_error"
 
     code, doc = run_json(lab, "be1", "test.echo", "one", "two", "three")
-    assert code == 11 and doc["returns"]["be1"]["return"]["error"] == "bad_arguments"
+    assert code == 11 and doc["returns"]["be1"]["return"] == {
+        "error": "bad_arguments",
+        # the operator's three arguments, not Python's count with the context in it
+        "message": "test.echo TEXT: too many positional arguments; you gave 3:"
+        " 'one', 'two', 'three'",
+    }
 
-    code, doc = run_json(lab, "be1", "no_such.function")
-    assert doc["returns"]["be1"]["return"]["error"] == "unknown_function"
+    # a function no minion has: refused before anything is sent, with a suggestion
+    proc = saline(lab, "run", "be1", "test.pnig")
+    assert proc.returncode == 1
+    assert "no online minion has a function 'test.pnig' (did you mean 'test.ping'?)" in (
+        proc.stderr
+    )
 
     started = time.monotonic()
     code, doc = run_json(lab, "be1", "test.sleep", "600", "-t", "1")

@@ -311,3 +311,14 @@ def test_rolling_upgrade_final_check_catches_a_mismatch(upgrade: FakeRunner) -> 
     result = rolling(upgrade)
     assert result.stopped_at == "check every frontend is at the same migration level"
     assert result.steps[-1].failed.keys() == {"fe3"}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_VARS))
+def test_the_documented_vars_are_exactly_what_the_runbook_takes(name: str) -> None:
+    book = runbook(name)
+    assert book.var_problem(EXAMPLE_VARS[name]) is None
+    first = book.requires[0]
+    without = {k: v for k, v in EXAMPLE_VARS[name].items() if k != first}
+    assert book.var_problem(without) == f"runbook {name} needs --var {first}=..."
+    problem = book.var_problem({**EXAMPLE_VARS[name], "lvel": 1})
+    assert problem is not None and problem.startswith(f"runbook {name} has no var lvel (it takes:")

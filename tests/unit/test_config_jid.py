@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from master.config import MasterConfig
-from minion.config import MinionConfig
+from master.config import MasterConfig, load_master_config
+from minion.config import MinionConfig, load_minion_config
 from saline.config import load_yaml_model
 from saline.errors import ConfigError
 from saline.jid import new_jid
@@ -66,3 +66,29 @@ def test_packaged_example_configs_are_valid() -> None:
     assert master == MasterConfig(), "the example lists the defaults"
     minion = load_yaml_model(root / "minion.yaml", MinionConfig)
     assert minion.grains == {"role": "backend"}
+
+
+def test_a_config_of_the_other_kind_is_named_for_what_it_is(tmp_path: Path) -> None:
+    minion_file = tmp_path / "minion.yaml"
+    minion_file.write_text("id: be1\nmaster: 10.0.0.1\nmaster_finger: ab\n")
+    with pytest.raises(ConfigError) as info:
+        load_master_config(str(minion_file))
+    assert str(info.value) == (
+        f"{minion_file}: this looks like a minion config (it sets master, master_finger),"
+        " not the MasterConfig this command reads"
+    )
+    master_file = tmp_path / "master.yaml"
+    master_file.write_text("file_roots: [/srv]\n")
+    with pytest.raises(ConfigError, match="this looks like a master config"):
+        load_minion_config(str(master_file))
+
+
+def test_an_unknown_setting_gets_a_did_you_mean(tmp_path: Path) -> None:
+    path = tmp_path / "master.yaml"
+    path.write_text("port: 4606\npresense_timeout: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_master_config(str(path))
+    assert str(info.value) == (
+        f"{path}:2: presense_timeout: Extra inputs are not permitted"
+        " (did you mean 'presence_timeout'?)"
+    )
