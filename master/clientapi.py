@@ -332,19 +332,17 @@ class ClientApi:
         )
 
     def _unknown_function(self, fun: str) -> str | None:
-        """``fun`` is on no online minion, and every online minion said what it has."""
-        online = self.master.presence.online_ids()
+        """``fun`` is on no minion, and every online minion said what it has."""
         known = self.master.functions
-        if not online or any(m not in known for m in online):
-            return None  # an older minion lists nothing: let it answer for itself
-        have = set().union(*(known[m] for m in online))
-        if fun in have:
+        if known.known(fun):
             return None
-        close = difflib.get_close_matches(fun, sorted(have), n=1)
+        online = self.master.presence.online_ids()
+        if not online or not all(known.reported(m) for m in online):
+            return None  # an older minion lists nothing: let it answer for itself
+        close = difflib.get_close_matches(fun, known.names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return (
-            f"no online minion has a function {fun!r}{hint}: see `saline run ID sys.list_functions`"
-        )
+        listing = "`saline run ID sys.list_functions`"
+        return f"no online minion has a function {fun!r}{hint}: see {listing}"
 
     def _live(self, jid: str) -> dict[str, Any]:
         active = self.master.jobs.active.get(jid)

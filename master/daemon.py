@@ -18,6 +18,7 @@ from master.clientapi import ClientApi
 from master.config import MasterConfig
 from master.drift import bounded, drift_of
 from master.fileserver import FileServer
+from master.functions import FunctionIndex
 from master.handlers import HANDLERS, Batch, Peer, refusal
 from master.intake import EventIntake
 from master.jobs import JobManager
@@ -74,8 +75,8 @@ class Master:
         self.grains: dict[str, dict[str, Any]] = {
             m.id: m.grains for m in self.store.minions().values()
         }
-        #: minion -> the execution functions its last hello listed
-        self.functions: dict[str, frozenset[str]] = {}
+        #: the execution functions the minions' hellos listed
+        self.functions = FunctionIndex()
         self.fileserver = FileServer(config.file_roots)
         #: bytes of file replies per minion: a burst of 4 frames, then one frame a second
         self.file_budget = RateLimiter(config.max_frame_bytes, 4 * config.max_frame_bytes)

@@ -103,7 +103,7 @@ def on_hello(master: "Master", peer: Peer, msg: Hello, batch: Batch) -> None:
         return
     master.grains[msg.id] = msg.grains
     if msg.functions:
-        master.functions[msg.id] = frozenset(msg.functions)
+        master.functions.update(msg.id, frozenset(msg.functions))
     master.store.save_minion(MinionRecord(msg.id, msg.grains, time.time()))
     if master.presence.start(msg.id, peer.route):
         log.info("minion %s connected (saline %s)", msg.id, msg.version[:32] or "?")

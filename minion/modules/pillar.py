@@ -15,16 +15,20 @@ from saline.masking import Masker
 _MISSING = object()
 
 
-def _pillar(ctx: Context) -> tuple[dict[str, Any], Masker]:
+def fetch(ctx: Context) -> tuple[dict[str, Any], frozenset[str]]:
+    """This minion's pillar and its secret values, asked of the master for this job."""
     if ctx.channel is None:
         raise ExecutionError("the pillar comes from the master: run this as a job")
     try:
-        reply = ctx.channel.request("pillar")
+        reply = ctx.channel.request("pillar")  # raises with the master's error, if any
     except SalineError as e:
         raise ExecutionError(f"cannot get pillar: {e}") from e
-    if reply.get("error"):
-        raise ExecutionError(f"cannot get pillar: {reply['error']}")
-    return dict(reply.get("pillar") or {}), Masker(reply.get("secrets") or [])
+    return dict(reply.get("pillar") or {}), frozenset(reply.get("secrets") or [])
+
+
+def _pillar(ctx: Context) -> tuple[dict[str, Any], Masker]:
+    pillar, secrets = fetch(ctx)
+    return pillar, Masker(secrets)
 
 
 def items(ctx: Context) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from minion.modules.base import Context, ExecutionError, Outcome
 from minion.modules.cmd import parse_bool
-from saline.errors import SalineError, StateError
+from minion.modules.pillar import fetch
+from saline.errors import StateError
 from saline.masking import Masker
 
 
@@ -41,18 +42,15 @@ def _prepare(ctx: Context, test: bool) -> Any:
 
     if ctx.channel is None:
         raise ExecutionError("states need the master's file server: run them as a job")
-    try:
-        reply = ctx.channel.request("pillar")
-    except SalineError as e:
-        raise ExecutionError(f"cannot get pillar: {e}") from e
+    pillar, secrets = fetch(ctx)
     return StateContext(
         minion_id=ctx.minion_id,
         grains=ctx.grains,
-        pillar=reply.get("pillar") or {},
+        pillar=pillar,
         test=test,
         call=_call(ctx),
         files=CachedFileClient(ctx.channel, ctx.config.cachedir / "files"),
-        secrets=frozenset(reply.get("secrets") or []),
+        secrets=secrets,
     )
 
 

@@ -25,15 +25,22 @@ _KILL_WAIT = 5.0
 _DEAD_STATES = frozenset({"Z", "X", "x"})
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgrp) from /proc/PID/stat, or None when the process does not exist."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat from field 3 (state) on; None if there is no process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: fields resume after the last ")".
-    fields = raw[raw.rfind(b")") + 2 :].split()
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, pgrp) from /proc/PID/stat, or None when the process does not exist."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     try:
         return fields[0].decode("ascii", errors="replace"), int(fields[2])
     except (IndexError, ValueError):
@@ -43,12 +50,9 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 def _start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot, /proc/PID/stat field 22): with
     the pid, it names one process for good, through any ``exec`` it does."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
     try:
         return int(fields[19])
     except (IndexError, ValueError):

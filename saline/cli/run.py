@@ -179,37 +179,41 @@ def run(
     target, tgt_type = resolve_target(target, tgt_type, shortcut)
     args, kwargs = split_arguments(arguments)
     if background:
-        ctx.exit(start_async(ctx, target, tgt_type, function, args, kwargs, timeout, secret, out))
+        fields = run_fields(target, tgt_type, function, args, kwargs, timeout, batch, secret)
+        ctx.exit(start_async(ctx, fields, out))
     code = execute(
         ctx, target, tgt_type, function, args, kwargs, timeout, batch, out, secret=secret
     )
     ctx.exit(code)
 
 
-def start_async(
-    ctx: click.Context,
+def run_fields(
     target: str,
     tgt_type: str,
     function: str,
     args: list[Any],
     kwargs: dict[str, Any],
     timeout: float | None,
+    batch: int | str | None,
     secret: tuple[str, ...],
-    out: str,
-) -> int:
+) -> dict[str, Any]:
+    """The client API's ``run`` request."""
+    return {
+        "target": target,
+        "tgt_type": tgt_type,
+        "fun": function,
+        "args": args,
+        "kwargs": kwargs,
+        "timeout": timeout,
+        "batch": batch,
+        "secret": list(secret),
+    }
+
+
+def start_async(ctx: click.Context, fields: dict[str, Any], out: str) -> int:
     """Start the job and print its jid; the master sees it through without us."""
     with client(ctx) as master:
-        master.send(
-            "run",
-            target=target,
-            tgt_type=tgt_type,
-            fun=function,
-            args=args,
-            kwargs=kwargs,
-            timeout=timeout,
-            secret=list(secret),
-            background=True,
-        )
+        master.send("run", **fields, background=True)
         job = master.receive()  # the job as matched, then "started"
         master.receive()
     if not job["minions"]:
@@ -244,18 +248,9 @@ def execute(
     render = render or _human_return
     returns: dict[str, Any] = {}
     summary: dict[str, Any] = {}
+    fields = run_fields(target, tgt_type, function, args, kwargs, timeout, batch, secret)
     with client(ctx, timeout=None) as master:
-        stream = master.stream(
-            "run",
-            target=target,
-            tgt_type=tgt_type,
-            fun=function,
-            args=args,
-            kwargs=kwargs,
-            timeout=timeout,
-            batch=batch,
-            secret=list(secret),
-        )
+        stream = master.stream("run", **fields)
         progress = Progress(0, enabled=False)
         for message in stream:
             kind = message["type"]

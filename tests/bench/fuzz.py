@@ -133,12 +133,15 @@ def dealer(
     return sock
 
 
-def drain(sock: Any, replies: Counter[str]) -> None:
-    while sock.poll(0):
+def drain(sock: Any, replies: Counter[str], wait_ms: int = 0) -> None:
+    """Count the replies waiting on ``sock``, waiting up to ``wait_ms`` for the first."""
+    ready = sock.poll(wait_ms)
+    while ready:
         try:
             replies[decode_from_master(sock.recv(), DEFAULT_MAX_FRAME).kind] += 1
         except ProtocolError:
             replies["undecodable"] += 1
+        ready = sock.poll(0)
 
 
 def run(frames: int, seed: int, minions: int) -> dict[str, Any]:
@@ -171,9 +174,9 @@ def run(frames: int, seed: int, minions: int) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and sum(replies.values()) < frames * 0.5:
-                for s in (accepted, *strangers):
+                drain(accepted, replies, wait_ms=50)  # returns as soon as a reply is there
+                for s in strangers:
                     drain(s, replies)
-                time.sleep(0.05)
             alive = lab.running()["master"]
             with lab.client(timeout=30) as master:
                 after = Counter(master.request("status")["refusals"])

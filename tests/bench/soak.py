@@ -84,9 +84,8 @@ class Hostile(threading.Thread):
                 for s in socks:
                     drain(s, self.replies)
         self.sent["fuzz"] += 2000
-        time.sleep(0.5)
         for s in socks:
-            drain(s, self.replies)
+            drain(s, self.replies, wait_ms=500)
             s.close(linger=0)
 
     def step_hellos(self) -> None:
@@ -96,7 +95,7 @@ class Hostile(threading.Thread):
             s.send(encode(Hello(id=f"soak-new-{self.rng.randrange(10**9)}")))
             socks.append(s)
         self.sent["hellos"] += 100
-        time.sleep(1.0)
+        self.stop.wait(1.0)  # let the handshakes happen before the sockets go
         for s in socks:
             s.close(linger=0)
 
@@ -111,9 +110,8 @@ class Hostile(threading.Thread):
             mine.send(big, copy=False)
             stranger.send(b"\xc4" + b"\0" * (300 * 1024), copy=False)
         self.sent["big frames"] += 4
-        time.sleep(1.0)
-        drain(mine, self.replies)
-        drain(stranger, self.replies)
+        drain(mine, self.replies, wait_ms=1000)
+        drain(stranger, self.replies, wait_ms=100)
         mine.close(linger=0)
         stranger.close(linger=0)
 
@@ -126,16 +124,14 @@ class Hostile(threading.Thread):
             eid = f"{time.time_ns()}-{n}"
             sock.send(encode(Event(id=self.own_id, eid=eid, tag=tag, data=data)))
         self.sent["storm events"] += 200
-        time.sleep(1.0)
-        drain(sock, self.replies)
+        drain(sock, self.replies, wait_ms=1000)
         sock.close(linger=0)
 
     def step_reconnects(self) -> None:
         for _ in range(20):
             sock = self.accepted()
             sock.send(encode(Hello(id=self.own_id)))
-            time.sleep(0.05)
-            drain(sock, self.replies)
+            drain(sock, self.replies, wait_ms=1000)  # until the welcome
             sock.close(linger=0)
         self.sent["reconnects"] += 20
 
@@ -145,7 +141,7 @@ class Hostile(threading.Thread):
         for req in range(100):
             sock.send(encode(FileRequest(id=self.own_id, req=req, path="big.bin")))
         self.sent["unread file requests"] += 100
-        time.sleep(2.0)
+        self.stop.wait(2.0)  # the replies arrive and are never read
         sock.close(linger=0)  # never read: the replies pile up in the master, or do not
 
 
@@ -188,7 +184,8 @@ def soak(minutes: float, minions: int) -> dict[str, Any]:
             started = time.monotonic()
             samples: list[tuple[float, float]] = []
             while time.monotonic() - started < minutes * 60:
-                time.sleep(min(60.0, minutes * 60 - (time.monotonic() - started)))
+                if stop.wait(min(60.0, minutes * 60 - (time.monotonic() - started))):
+                    break
                 if not lab.running()["master"]:
                     raise RuntimeError("the master died")
                 minute = round((time.monotonic() - started) / 60, 1)
