@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from saline.api import DEFAULT_MASTER_CONFIG, DEFAULT_SOCK_DIR, SOCKET_NAME
 from saline.config import load_yaml_model, resolve_config_path
+from saline.targeting import TargetType
 from saline.wire import DEFAULT_MAX_FRAME
 
 
@@ -17,7 +18,7 @@ class ScheduleEntry(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     target: str = "*"
-    tgt_type: str = Field(default="glob", pattern="^(glob|list|grain|compound)$")
+    tgt_type: TargetType = TargetType.GLOB
     #: state names; empty means the highstate (top.yaml)
     states: list[str] = Field(default_factory=list)
     #: test mode: report drift, change nothing

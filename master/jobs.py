@@ -11,14 +11,22 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from master.bus import EventBus
-from master.presence import Presence
-from master.store.base import JobRecord, ReturnRecord, Store
+from master.client_models import (
+    Done,
+    JobMessage,
+    MinionOutcome,
+    Progress,
+    Ret,
+    Sent,
+)
+from master.inventory import Inventory
+from master.store.base import Chain, EventRecord, JobRecord, ReturnRecord, Store
 from saline.codec import encode
 from saline.jid import new_jid
 from saline.masking import redact_arguments
@@ -54,6 +62,8 @@ class JobRequest:
     user: str
     #: kwarg names (or positions, as digits) the client marked secret
     secret: tuple[str, ...] = ()
+    #: the reaction that asks for it (empty for operators and the schedule)
+    chain: Chain = field(default_factory=Chain)
 
 
 #: sends an encoded frame to one minion; False when the minion cannot be reached
@@ -68,7 +78,7 @@ class ActiveJob:
     inflight: dict[str, float] = field(default_factory=dict)
     returns: dict[str, ReturnRecord] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    listeners: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+    listeners: list[asyncio.Queue[JobMessage]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     #: the Job frame, encoded once and sent as is to every minion
     frame: bytes = b""
@@ -77,31 +87,29 @@ class ActiveJob:
     def finished(self) -> bool:
         return not self.waiting and not self.inflight
 
-    def tell(self, message: dict[str, Any]) -> None:
+    def tell(self, message: JobMessage) -> None:
         for queue in self.listeners:
             queue.put_nowait(message)
 
-    def progress(self, elapsed: float) -> dict[str, Any]:
-        return {
-            "type": "progress",
-            "answered": len(self.outcomes),
-            "total": len(self.record.minions),
-            "running": sorted(self.inflight),
-            "waiting": len(self.waiting),
-            "elapsed": round(elapsed, 1),
-        }
+    def progress(self, elapsed: float) -> Progress:
+        return Progress(
+            answered=len(self.outcomes),
+            total=len(self.record.minions),
+            running=sorted(self.inflight),
+            waiting=len(self.waiting),
+            elapsed=round(elapsed, 1),
+        )
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Done:
         by = {o: sorted(m for m, x in self.outcomes.items() if x is o) for o in Outcome}
-        return {
-            "type": "done",
-            "jid": self.record.jid,
-            "minions": self.record.minions,
-            "succeeded": by[Outcome.SUCCESS],
-            "failed": by[Outcome.FAILURE],
-            "timed_out": by[Outcome.TIMED_OUT],
-            "not_reached": by[Outcome.NOT_REACHED],
-        }
+        return Done(
+            jid=self.record.jid,
+            minions=self.record.minions,
+            succeeded=by[Outcome.SUCCESS],
+            failed=by[Outcome.FAILURE],
+            timed_out=by[Outcome.TIMED_OUT],
+            not_reached=by[Outcome.NOT_REACHED],
+        )
 
 
 def batch_size(batch: int | str | None, reachable: int) -> int:
@@ -119,49 +127,57 @@ class JobManager:
         self,
         store: Store,
         bus: EventBus,
-        presence: Presence,
+        inventory: Inventory,
         sender: Sender,
         max_per_minion: int = 8,
     ) -> None:
         self.store = store
         self.bus = bus
-        self.presence = presence
+        self.inventory = inventory
         self.sender = sender
         self.active: dict[str, ActiveJob] = {}
         #: jobs a minion may run at once; more wait here, their timeout not yet started
         self.max_per_minion = max_per_minion
         #: minion -> jobs sent to it and not yet returned or timed out
         self.running: Counter[str] = Counter()
-        #: jid -> (causing event seq, chain depth, rule) of jobs a reaction started; their
-        #: return and drift events carry it (loop protection sees through jobs)
-        self.chains: dict[str, tuple[int | None, int, str | None]] = {}
-        #: jid -> (function, targeted minions) of recent jobs: whose returns to accept
-        self._recent: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+        #: jid -> (function, targeted minions, chain) of recent jobs: whose returns to
+        #: accept, and what their return and drift events carry
+        self._recent: OrderedDict[str, tuple[str, frozenset[str], Chain]] = OrderedDict()
 
-    def _remember(self, record: JobRecord) -> tuple[str, frozenset[str]]:
-        known = self._recent[record.jid] = (record.fun, frozenset(record.minions))
+    def _remember(self, record: JobRecord) -> tuple[str, frozenset[str], Chain]:
+        known = self._recent[record.jid] = (record.fun, frozenset(record.minions), record.chain)
         if len(self._recent) > RECENT_JOBS:
             self._recent.popitem(last=False)
         return known
 
-    def targeted_fun(self, jid: str, minion_id: str) -> str | None:
-        """The function of job ``jid`` if it targeted ``minion_id``; None when no such job
-        exists or it was not sent to that minion (its return is refused)."""
+    def _known(self, jid: str) -> tuple[str, frozenset[str], Chain] | None:
         known = self._recent.get(jid)
         if known is None:
             record = self.store.get_job(jid)  # a job of an earlier run of the master
             if record is None:
                 return None
             known = self._remember(record)
-        return known[0] if minion_id in known[1] else None
+        return known
 
-    def start(self, request: JobRequest, inventory: Mapping[str, Mapping[str, Any]]) -> ActiveJob:
-        """Match, persist and dispatch a job. ``inventory`` maps accepted ids to their grains.
+    def targeted_fun(self, jid: str, minion_id: str) -> str | None:
+        """The function of job ``jid`` if it targeted ``minion_id``; None when no such job
+        exists or it was not sent to that minion (its return is refused)."""
+        known = self._known(jid)
+        return known[0] if known is not None and minion_id in known[1] else None
+
+    def chain_of(self, jid: str) -> Chain:
+        """The reaction chain job ``jid`` carries (its return and drift events carry it on:
+        loop protection sees through jobs, across restarts too)."""
+        known = self._known(jid)
+        return Chain() if known is None else known[2]
+
+    def start(self, request: JobRequest) -> ActiveJob:
+        """Match, persist and dispatch a job.
 
         :raises TargetError: for a target that does not parse.
         """
-        matched = match_minions(request.target, request.tgt_type, inventory)
-        missing = [m for m in matched if not self.presence.online(m)]
+        matched = match_minions(request.target, request.tgt_type, self.inventory.targets())
+        missing = [m for m in matched if not self.inventory.online(m)]
         reachable = [m for m in matched if m not in set(missing)]
         # stored, shown and logged without secret argument values; sent with them
         shown_args, shown_kwargs = redact_arguments(request.args, request.kwargs, request.secret)
@@ -177,6 +193,7 @@ class JobManager:
             user=request.user,
             created=time.time(),
             timeout=request.timeout,
+            chain=request.chain,
         )
         self.store.save_job(record)  # durable before anything is sent
         self._remember(record)
@@ -190,9 +207,9 @@ class JobManager:
             len(matched),
             len(missing),
         )
-        self.bus.publish(
-            f"saline/job/{record.jid}/new",
-            {"fun": record.fun, "minions": matched, "missing": missing, "user": record.user},
+        data = {"fun": record.fun, "minions": matched, "missing": missing, "user": record.user}
+        self.bus.publish_records(
+            [EventRecord.caused(f"saline/job/{record.jid}/new", data, record.chain)]
         )
         job = ActiveJob(record, deque(reachable), batch_size(request.batch, len(reachable)))
         job.frame = encode(
@@ -226,9 +243,9 @@ class JobManager:
                 sent.append(minion_id)
             else:
                 job.outcomes[minion_id] = Outcome.NOT_REACHED
-                job.tell({"type": "not_reached", "id": minion_id})
+                job.tell(MinionOutcome(type="not_reached", id=minion_id))
         if sent:
-            job.tell({"type": "sent", "ids": sent})
+            job.tell(Sent(ids=sent))
 
     def queued(self, job: ActiveJob) -> list[str]:
         """Minions this job waits for because they run ``max_per_minion`` jobs already."""
@@ -243,7 +260,7 @@ class JobManager:
             if minion_id in other.waiting:
                 other.changed.set()
 
-    async def supervise(self, job: ActiveJob) -> dict[str, Any]:
+    async def supervise(self, job: ActiveJob) -> Done:
         """Drive one job to its end: dispatch batches, expire deadlines; returns the summary."""
         started = last_progress = time.monotonic()
         try:
@@ -278,7 +295,7 @@ class JobManager:
                 del job.inflight[minion_id]
                 self._release(minion_id)
                 job.outcomes[minion_id] = Outcome.TIMED_OUT
-                job.tell({"type": "timed_out", "id": minion_id})
+                job.tell(MinionOutcome(type="timed_out", id=minion_id))
 
     def returned(self, record: ReturnRecord) -> None:
         """A new (already stored) return arrived: account it to its job if still running."""
@@ -289,14 +306,14 @@ class JobManager:
         self._release(record.minion)
         job.returns[record.minion] = record
         job.outcomes[record.minion] = Outcome.SUCCESS if record.success else Outcome.FAILURE
-        job.tell(
-            {
-                "type": "ret",
-                "id": record.minion,
-                "success": record.success,
-                "retcode": record.retcode,
-                "return": record.ret,
-                "duration_ms": record.duration_ms,
-            }
-        )
+        if job.listeners:  # built only for someone waiting: returns come by the thousand
+            job.tell(
+                Ret(
+                    id=record.minion,
+                    success=record.success,
+                    retcode=record.retcode,
+                    ret=record.ret,
+                    duration_ms=record.duration_ms,
+                )
+            )
         job.changed.set()

@@ -20,7 +20,7 @@ import yaml
 
 from saline.errors import SalineError, TargetError
 from saline.targeting import compile_target
-from states.render import render_jinja
+from saline.templating import FILE_TEMPLATES, render
 
 
 class PillarError(SalineError):
@@ -133,8 +133,12 @@ class PillarCompiler:
         secrets: set[str] = set()
         for name in self.names_for(minion_id, grains):
             text, relative = self._file_of(name)
-            rendered = render_jinja(
-                text, name=f"pillar/{relative}", context={"grains": grains, "minion_id": minion_id}
+            rendered = render(
+                text,
+                name=f"pillar/{relative}",
+                context={"grains": grains, "minion_id": minion_id},
+                env=FILE_TEMPLATES,
+                error=PillarError,
             )
             data, found = _load(rendered, relative)
             if data is None:

@@ -8,29 +8,26 @@ are ordinary jobs (user ``schedule``): ``saline jobs`` shows them, drift events 
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from master.config import ScheduleEntry
-from master.jobs import JobRequest
+from master.jobs import JobManager, JobRequest
 from saline.errors import SalineError
-
-if TYPE_CHECKING:
-    from master.daemon import Master
 
 log = logging.getLogger(__name__)
 
 
 class Enforcer:
-    def __init__(self, master: "Master") -> None:
-        self.master = master
+    def __init__(self, schedule: list[ScheduleEntry], jobs: JobManager) -> None:
+        self.schedule = schedule
+        self.jobs = jobs
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[object]] = set()
 
     def start(self) -> None:
-        for entry in self.master.config.schedule:
+        for entry in self.schedule:
             self.scheduler.add_job(
                 self.fire,
                 IntervalTrigger(seconds=entry.every),
@@ -39,9 +36,9 @@ class Enforcer:
                 max_instances=1,
                 coalesce=True,
             )
-        if self.master.config.schedule:
+        if self.schedule:
             self.scheduler.start()
-            log.info("schedule: %s", ", ".join(e.name for e in self.master.config.schedule))
+            log.info("schedule: %s", ", ".join(e.name for e in self.schedule))
 
     async def fire(self, entry: ScheduleEntry) -> None:
         """One scheduled run: a state job like any other, supervised to its end."""
@@ -56,11 +53,11 @@ class Enforcer:
             user="schedule",
         )
         try:
-            job = self.master.jobs.start(request, self.master.inventory())
+            job = self.jobs.start(request)
         except SalineError as e:
             log.error("schedule %s: %s", entry.name, e)
             return
-        task = asyncio.create_task(self.master.jobs.supervise(job))
+        task = asyncio.create_task(self.jobs.supervise(job))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 

@@ -20,7 +20,8 @@ from typing import Any
 import msgpack
 
 from minion.channel import PipeChannel, Relay, serve_child
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
+from saline.errors import ExecutionError
 from saline.protocol import Job, Return
 
 

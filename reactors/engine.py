@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reactors import guards
+from reactors.checks import CheckNamespace
 from reactors.expressions import (
     ExpressionError,
     evaluate_condition,
@@ -34,10 +35,10 @@ from reactors.rules import (
     Rule,
     RunAction,
     StateAction,
-    format_duration,
 )
 from reactors.state import Awaiting, InFlight, Pending, ReactionNotFound, ReactorState
 from reactors.view import ClusterView, ViewProxy
+from saline.durations import format_duration
 from saline.errors import SalineError, TargetError
 from saline.targeting import TargetType
 
@@ -56,7 +57,11 @@ class _Reaction:
     ) -> None:
         self.rule, self.event, self.view, self.state, self.now = rule, event, view, state, now
         self.key = event.tag
-        self.context: dict[str, Any] = {"event": event.context(), "view": ViewProxy(view)}
+        self.context: dict[str, Any] = {
+            "event": event.context(),
+            "view": ViewProxy(view),
+            "check": CheckNamespace(view),
+        }
         self.actions: list[RenderedAction] = []
         self.touches: list[str] = []
 

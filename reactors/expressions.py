@@ -17,9 +17,10 @@ from typing import Any, Final
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from reactors.checks import CheckError, call_problem
 from saline.errors import SalineError
+from saline.templating import RULE_TEMPLATES
 
 __all__ = [
     "ExpressionError",
@@ -32,12 +33,10 @@ __all__ = [
     "single_expression",
 ]
 
-_ENV: Final = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,  # values feed function arguments, not HTML
-)
+#: immutable sandbox, strict, unescaped (values feed function arguments, not HTML)
+_ENV: Final = RULE_TEMPLATES
 #: the names a rule's expressions may use besides Jinja's own globals (range, dict, ...)
-CONTEXT_NAMES: Final = frozenset({"event", "view"})
+CONTEXT_NAMES: Final = frozenset({"event", "view", "check"})
 _SINGLE_RE: Final = re.compile(r"\A\{\{-?(?P<expr>.*?)-?\}\}\Z", re.DOTALL)
 _MARKERS: Final = ("{{", "{%", "{#")
 
@@ -70,7 +69,30 @@ def _unknown_names(names: set[str]) -> str | None:
     unknown = sorted(names - CONTEXT_NAMES - set(_ENV.globals))
     if not unknown:
         return None
-    return f"unknown name {unknown[0]!r} (expressions see only 'event' and 'view')"
+    known = ", ".join(repr(name) for name in sorted(CONTEXT_NAMES))
+    return f"unknown name {unknown[0]!r} (expressions see only {known})"
+
+
+def _check_problem(tree: nodes.Node) -> str | None:
+    """The first ``check.NAME`` in ``tree`` that names no check, or is called with arguments
+    its signature refuses: a typo fails at load, naming the check."""
+    found = [tree, *tree.find_all((nodes.Call, nodes.Getattr))]  # find_all skips the root
+    calls = {id(node.node): node for node in found if isinstance(node, nodes.Call)}
+    for attr in (node for node in found if isinstance(node, nodes.Getattr)):
+        if not (isinstance(attr.node, nodes.Name) and attr.node.name == "check"):
+            continue
+        call = calls.get(id(attr))
+        positional: int | None = None  # not called here, or with *args: the name only
+        keywords: list[str] = []
+        if call is not None and call.dyn_args is None and call.dyn_kwargs is None:
+            positional, keywords = len(call.args), [kw.key for kw in call.kwargs]
+        try:
+            problem = call_problem(attr.attr, positional, keywords)
+        except CheckError as e:  # a check plugin failed to load
+            return str(e)
+        if problem is not None:
+            return problem
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -99,7 +121,7 @@ def check_condition(source: str) -> None:
     parser = Parser(_ENV, source, state="variable")
     expr = parser.parse_expression()
     loaded = {n.name for n in expr.find_all(nodes.Name) if n.ctx == "load"}
-    problem = _unknown_names(loaded)
+    problem = _unknown_names(loaded) or _check_problem(expr)
     if problem:
         raise ExpressionError(problem)
 
@@ -111,7 +133,8 @@ def check_template(text: str) -> None:
         check_condition(inner)
         return
     _compile_template(text)
-    problem = _unknown_names(meta.find_undeclared_variables(_ENV.parse(text)))
+    tree = _ENV.parse(text)
+    problem = _unknown_names(meta.find_undeclared_variables(tree)) or _check_problem(tree)
     if problem:
         raise ExpressionError(problem)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reactors.model import Event
-from reactors.rules import Rule, format_duration
+from reactors.rules import Rule
 from reactors.state import ReactorState
 from reactors.view import ClusterView
+from saline.durations import format_duration
 
 __all__ = [
     "chain_too_deep",

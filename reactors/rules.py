@@ -8,7 +8,6 @@ fails the master's start, not the first 3am event.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -26,6 +25,7 @@ from pydantic import (
 
 from reactors.expressions import ExpressionError, check_condition, check_template, is_template
 from saline.config import line_of, parse_yaml
+from saline.durations import Duration, format_duration, parse_duration
 from saline.errors import SalineError, TargetError
 from saline.targeting import TargetType, compile_target
 
@@ -40,53 +40,16 @@ __all__ = [
     "RunAction",
     "StateAction",
     "Throttle",
-    "format_duration",
+    "format_duration",  # re-exported: the grammar lives in saline.durations
+    "load_rule_sources",
     "load_rules",
-    "parse_duration",
+    "parse_duration",  # re-exported: the grammar lives in saline.durations
     "template_problem",
 ]
 
 
 class RuleError(SalineError):
     """A rule file is unreadable or invalid (message names file, line and field)."""
-
-
-# --- durations --------------------------------------------------------------------------------
-
-_DURATION_RE: Final = re.compile(r"\A\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*\Z")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``30s``, ``5m``, ``1h``, ``1d``, ``250ms`` or a non-negative number."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value}")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    raise ValueError(f"invalid duration {value!r} (use seconds or 30s, 5m, 1h, 1d)")
-
-
-def format_duration(seconds: float) -> str:
-    """Short human form used in reasons: ``5m``, ``1h``, ``12s``, ``4m59.5s``."""
-    left = round(max(seconds, 0.0), 1)
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if left >= size:
-            count = int(left // size)
-            parts.append(f"{count}{unit}")
-            left = round(left - count * size, 1)
-    if left or not parts:
-        parts.append(f"{left:g}s")
-    return "".join(parts)
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -351,7 +314,12 @@ def load_rules(paths: Sequence[Path]) -> list[Rule]:
     :raises RuleError: ``file:line: field: message`` for the first problem, including a rule
         name used twice (across all files) and conditions or templates that do not compile.
     """
-    rules: list[Rule] = []
+    return [rule for rule, _ in load_rule_sources(paths)]
+
+
+def load_rule_sources(paths: Sequence[Path]) -> list[tuple[Rule, str]]:
+    """:func:`load_rules`, each rule with the ``file:line`` it is defined at."""
+    rules: list[tuple[Rule, str]] = []
     seen: dict[str, str] = {}
     for base in paths:
         if base.is_dir():
@@ -368,5 +336,5 @@ def load_rules(paths: Sequence[Path]) -> list[Rule]:
                         f"(first defined at {seen[rule.name]})"
                     )
                 seen[rule.name] = f"{path}:{line}"
-                rules.append(rule)
+                rules.append((rule, seen[rule.name]))
     return rules

@@ -14,17 +14,14 @@ Templates and expressions run in an immutable sandboxed Jinja environment with
 as a template, so a caller-supplied var cannot add structure or code to a step.
 """
 
-import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -34,8 +31,10 @@ from pydantic import (
 )
 
 from saline.config import line_of, parse_yaml
+from saline.durations import PositiveDuration
 from saline.errors import SalineError, TargetError
-from saline.targeting import compile_target
+from saline.targeting import TargetType, compile_target
+from saline.templating import RULE_TEMPLATES, compile_expression, compile_template
 
 __all__ = [
     "RunSpec",
@@ -64,10 +63,7 @@ STEP_KINDS: tuple[StepKind, ...] = ("run", "state", "wait_for")
 _TEMPLATED = ("target", "function", "args", "kwargs", "states")
 # a library name: slash-separated words; no dots, so no "..", no suffix, nothing absolute
 _NAME_RE = re.compile(r"\w[\w-]*(/\w[\w-]*)*")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 #: what a template or expression over user data may raise; all are reported, none escape
 _RENDER_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
 
@@ -76,14 +72,12 @@ class RunbookError(SalineError):
     """A runbook is missing, unparsable, invalid or fails to render (names file, line, field)."""
 
 
-@functools.lru_cache(maxsize=512)
 def _template(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    return compile_template(RULE_TEMPLATES, source)
 
 
-@functools.lru_cache(maxsize=512)
 def _expression(source: str) -> Callable[..., Any]:
-    return _ENV.compile_expression(source, undefined_to_none=False)
+    return compile_expression(RULE_TEMPLATES, source)
 
 
 def _jinja_message(e: Exception) -> str:
@@ -114,19 +108,6 @@ def _check_expression(value: str | None) -> str | None:
     return value
 
 
-def _duration(value: Any) -> Any:
-    """Seconds from a number or a string like ``500ms``, ``2s``, ``5m``, ``1h``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION_RE.fullmatch(value.strip())):
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    raise ValueError(f"expected a duration like 2s, 500ms or 5m, got {value!r}")
-
-
-#: seconds, written as a number or as ``2s`` / ``500ms`` / ``5m`` / ``1h``
-Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -134,7 +115,7 @@ class _Model(BaseModel):
 class _Targeted(_Model):
     #: target expression; a template over ``vars``
     target: str = Field(min_length=1)
-    tgt_type: Literal["glob", "list", "grain", "compound"] = "glob"
+    tgt_type: TargetType = TargetType.GLOB
 
 
 class RunSpec(_Targeted):
@@ -144,14 +125,14 @@ class RunSpec(_Targeted):
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     #: seconds to wait for each minion's return
-    timeout: Duration = DEFAULT_JOB_TIMEOUT
+    timeout: PositiveDuration = DEFAULT_JOB_TIMEOUT
 
 
 class StateSpec(_Targeted):
     """``state``: ``state.apply`` the named states on the target."""
 
     states: list[str] = Field(min_length=1)
-    timeout: Duration = DEFAULT_JOB_TIMEOUT
+    timeout: PositiveDuration = DEFAULT_JOB_TIMEOUT
 
 
 class WaitForSpec(_Targeted):
@@ -162,10 +143,10 @@ class WaitForSpec(_Targeted):
     kwargs: dict[str, Any] = {}
     #: expression over ``ret`` (one minion's return), ``minion`` and ``vars``
     condition: str = Field(min_length=1)
-    interval: Duration = 5.0
+    interval: PositiveDuration = 5.0
     #: give up this long after the first poll
-    timeout: Duration = 300.0
-    poll_timeout: Duration = DEFAULT_POLL_TIMEOUT
+    timeout: PositiveDuration = 300.0
+    poll_timeout: PositiveDuration = DEFAULT_POLL_TIMEOUT
 
     _condition = field_validator("condition")(_check_expression)
 

@@ -36,3 +36,10 @@ class ClientError(SalineError):
 
 class StateError(SalineError):
     """A state tree failed to render, validate or order (message names file, line, field)."""
+
+
+class ExecutionError(SalineError):
+    """An expected failure of an execution function (bad argument, missing file...).
+
+    The minion's executor turns it into a failed return ``{"error": ..., "message": ...}``.
+    """

@@ -151,8 +151,7 @@ class StateLoader:
         where = f"{origin}: include {name!r}" if origin else f"state {name!r}"
         if not _NAME_RE.fullmatch(name):
             raise StateError(f"{where}: not a valid state name (dotted words)")
-        base = name.replace(".", "/")
-        candidates = (f"{base}.yaml", f"{base}/init.yaml")
+        candidates = state_files(name)
         for file in candidates:
             try:
                 return file, self._files.get(SCHEME + file)
@@ -174,6 +173,12 @@ class StateLoader:
             "saline": _ExecFunctions(self._call, file),
         }
         return parse_yaml(render_jinja(text, name=file, context=context), file)
+
+
+def state_files(name: str) -> tuple[str, ...]:
+    """The files (relative to ``saline://``) state ``name`` may live in, in lookup order."""
+    base = name.replace(".", "/")
+    return (f"{base}.yaml", f"{base}/init.yaml")
 
 
 def _absolute(include: str, sls: str, is_init: bool) -> str | None:

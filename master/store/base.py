@@ -1,5 +1,8 @@
 """The storage seam of the master. SQLite is the embedded default; PostgreSQL comes later.
 
+One interface for everything the master keeps: jobs, returns, events, minions' last-known
+grains, and the reactor's audit trail (reactions, their progress) and state.
+
 Timing and atomicity contract (every implementation must keep it):
 
 * ``save_returns`` writes a whole batch in one transaction and returns only after it is
@@ -14,7 +17,24 @@ Timing and atomicity contract (every implementation must keep it):
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from reactors.model import RenderedAction
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Where a job or event came from: loop protection and the audit see through jobs.
+
+    Empty (no cause, depth 0, no rule) for what minions and operators start.
+    """
+
+    #: seq of the event whose reaction caused it
+    cause: int | None = None
+    #: length of the reaction chain that led here
+    depth: int = 0
+    #: the reactor rule whose action caused it
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,8 @@ class JobRecord:
     user: str
     created: float  # unix time
     timeout: float
+    #: the reaction that started the job (stored: a resumed reaction keeps its chain)
+    chain: Chain = field(default_factory=Chain)
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,18 @@ class EventRecord:
     #: the reactor rule whose action caused this event
     rule: str | None = None
 
+    @classmethod
+    def caused(
+        cls,
+        tag: str,
+        data: dict[str, Any],
+        chain: Chain,
+        minion: str | None = None,
+        ts: float = 0.0,
+    ) -> "EventRecord":
+        """An event a reaction (or a job it started) produced: it carries the chain."""
+        return cls(tag, data, minion, ts, None, chain.cause, chain.depth, chain.rule)
+
 
 @dataclass(frozen=True)
 class MinionRecord:
@@ -77,8 +111,45 @@ class JobSummary:
     succeeded: int
 
 
+@dataclass
+class ActionProgress:
+    """How far one action of a fired reaction got (written before and after it runs)."""
+
+    state: Literal["started", "done", "failed"]
+    #: the job it started, durable before the job is sent: after a restart it is awaited
+    jid: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class ReactionRecord:
+    """One reactor decision: event -> rule -> verdict and reason -> actions -> outcome."""
+
+    id: str
+    event_seq: int | None
+    event_tag: str
+    rule: str
+    #: fire | skip | escalate | dry_run | await_approval | approved | failed
+    verdict: str
+    reason: str
+    key: str
+    #: the rendered actions, as the engine decided them
+    actions: list[RenderedAction] = field(default_factory=list)
+    #: per action index
+    progress: dict[int, ActionProgress] = field(default_factory=dict)
+    #: None while open; ok | failed | rejected | (the verdict) when finished
+    outcome: str | None = None
+    created: float = 0.0
+    finished: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """The chain depth of what the reaction's actions produce."""
+        return max((a.depth for a in self.actions), default=1)
+
+
 class Store(ABC):
-    """Jobs, returns, events and the last-known grains of minions."""
+    """Jobs, returns, events, the last-known grains of minions, and the reactor's trail."""
 
     @abstractmethod
     def save_job(self, job: JobRecord) -> None: ...
@@ -113,6 +184,27 @@ class Store(ABC):
 
     @abstractmethod
     def forget_minion(self, minion_id: str) -> None: ...
+
+    @abstractmethod
+    def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
+        """Insert or replace the batch atomically (every decision before any action runs)."""
+
+    @abstractmethod
+    def get_reaction(self, reaction_id: str) -> ReactionRecord | None: ...
+
+    @abstractmethod
+    def reaction_history(self, limit: int = 50, rule: str | None = None) -> list[ReactionRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    def open_reactions(self) -> list[ReactionRecord]:
+        """Fired or approved reactions not finished: resumed after a restart, oldest first."""
+
+    @abstractmethod
+    def save_reactor_state(self, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def load_reactor_state(self) -> dict[str, Any] | None: ...
 
     @abstractmethod
     def close(self) -> None: ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,94 +24,24 @@ from typing import Any
 
 import msgpack
 
+from master.store import schema
 from master.store.base import (
+    ActionProgress,
+    Chain,
     EventRecord,
     JobRecord,
     JobSummary,
     MinionRecord,
+    ReactionRecord,
     ReturnRecord,
     Store,
 )
+from master.store.schema import SCHEMA_VERSION
+from reactors.model import RenderedAction
 
-SCHEMA_VERSION = 2
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "pack_value", "unpack_value"]
+
 BUSY_TIMEOUT_MS = 5000
-
-# Executed one by one in a transaction (executescript would commit implicitly).
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-        jid TEXT PRIMARY KEY,
-        fun TEXT NOT NULL,
-        args BLOB NOT NULL,
-        kwargs BLOB NOT NULL,
-        target TEXT NOT NULL,
-        tgt_type TEXT NOT NULL,
-        minions BLOB NOT NULL,
-        missing BLOB NOT NULL,
-        user TEXT NOT NULL,
-        created REAL NOT NULL,
-        timeout REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS returns (
-        jid TEXT NOT NULL,
-        minion TEXT NOT NULL,
-        fun TEXT NOT NULL,
-        success INTEGER NOT NULL,
-        retcode INTEGER NOT NULL,
-        ret BLOB NOT NULL,
-        duration_ms REAL NOT NULL,
-        received REAL NOT NULL,
-        PRIMARY KEY (jid, minion)
-    )""",
-    """CREATE TABLE IF NOT EXISTS events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        tag TEXT NOT NULL,
-        data BLOB NOT NULL,
-        minion TEXT,
-        ts REAL NOT NULL,
-        cause INTEGER,
-        depth INTEGER NOT NULL DEFAULT 0,
-        rule TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS minions (
-        id TEXT PRIMARY KEY,
-        grains BLOB NOT NULL,
-        last_seen REAL NOT NULL
-    )""",
-)
-
-_TO_V2 = (
-    "ALTER TABLE events ADD COLUMN cause INTEGER",
-    "ALTER TABLE events ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE events ADD COLUMN rule TEXT",
-)
-
-# Full statements as literals (no SQL is built from strings at run time).
-_INSERT_JOB = (
-    "INSERT OR REPLACE INTO jobs"
-    " (jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-_SELECT_JOB = (
-    "SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout"
-    " FROM jobs WHERE jid = ?"
-)
-# Correlated subqueries use the (jid, minion) primary key of returns and only touch the
-# returns of the selected jobs, unlike a GROUP BY over all returns.
-_LIST_JOBS = """
-    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
-        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
-        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
-    FROM jobs j ORDER BY j.jid DESC LIMIT ?
-"""
-_INSERT_RETURN = (
-    "INSERT OR IGNORE INTO returns"
-    " (jid, minion, fun, success, retcode, ret, duration_ms, received)"
-    " VALUES (?,?,?,?,?,?,?,?)"
-)
-_SELECT_RETURNS = (
-    "SELECT jid, minion, fun, success, retcode, ret, duration_ms, received"
-    " FROM returns WHERE jid = ? ORDER BY minion"
-)
 
 
 def pack_value(value: Any) -> bytes:
@@ -125,7 +56,8 @@ def unpack_value(blob: bytes) -> Any:
 
 
 def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
-    jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout = row
+    jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout = row[:11]
+    cause, depth, rule = row[11:14]
     return JobRecord(
         jid=jid,
         fun=fun,
@@ -138,6 +70,7 @@ def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
         user=user,
         created=created,
         timeout=timeout,
+        chain=Chain(cause, depth, rule),
     )
 
 
@@ -166,6 +99,42 @@ def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
         cause=cause,
         depth=depth,
         rule=rule,
+    )
+
+
+def _reaction_row(record: ReactionRecord) -> tuple[Any, ...]:
+    progress = {str(i): dataclasses.asdict(p) for i, p in record.progress.items()}
+    return (
+        record.id,
+        record.event_seq,
+        record.event_tag,
+        record.rule,
+        record.verdict,
+        record.reason,
+        record.key,
+        pack_value([a.model_dump(mode="json") for a in record.actions]),
+        pack_value(progress),
+        record.outcome,
+        record.created or time.time(),
+        record.finished,
+    )
+
+
+def _reaction_from_row(row: tuple[Any, ...]) -> ReactionRecord:
+    progress = {int(k): ActionProgress(**v) for k, v in unpack_value(row[8]).items()}
+    return ReactionRecord(
+        id=row[0],
+        event_seq=row[1],
+        event_tag=row[2],
+        rule=row[3],
+        verdict=row[4],
+        reason=row[5],
+        key=row[6],
+        actions=[RenderedAction.model_validate(a) for a in unpack_value(row[7])],
+        progress=progress,
+        outcome=row[9],
+        created=row[10],
+        finished=row[11],
     )
 
 
@@ -227,10 +196,10 @@ class SqliteStore(Store):
                 )
             if version == SCHEMA_VERSION:
                 return
-            if version == 1:  # 2 adds the reaction chain of events
-                for statement in _TO_V2:
+            for step in range(version, SCHEMA_VERSION) if version else ():
+                for statement in schema.MIGRATIONS[step]:
                     self._conn.execute(statement)
-            for statement in _SCHEMA:
+            for statement in schema.TABLES:
                 self._conn.execute(statement)
             # PRAGMA takes no parameters; the value is our own integer constant.
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
@@ -268,23 +237,20 @@ class SqliteStore(Store):
             job.user,
             job.created,
             job.timeout,
+            job.chain.cause,
+            job.chain.depth,
+            job.chain.rule,
         )
         with self._transaction() as conn:
-            conn.execute(
-                _INSERT_JOB,
-                row,
-            )
+            conn.execute(schema.INSERT_JOB, row)
 
     def get_job(self, jid: str) -> JobRecord | None:
-        row = self._conn.execute(
-            _SELECT_JOB,
-            (jid,),
-        ).fetchone()
+        row = self._conn.execute(schema.SELECT_JOB, (jid,)).fetchone()
         return None if row is None else _job_from_row(row)
 
     def list_jobs(self, limit: int = 50) -> list[JobSummary]:
         """The ``limit`` newest jobs (by jid, which sorts by time), newest first."""
-        rows = self._conn.execute(_LIST_JOBS, (limit,)).fetchall()
+        rows = self._conn.execute(schema.LIST_JOBS, (limit,)).fetchall()
         return [
             JobSummary(job=_job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
             for row in rows
@@ -317,20 +283,14 @@ class SqliteStore(Store):
         new: list[bool] = []
         with self._transaction() as conn:
             for row in rows:
-                cur = conn.execute(
-                    _INSERT_RETURN,
-                    row,
-                )
+                cur = conn.execute(schema.INSERT_RETURN, row)
                 # rowcount is 1 when inserted, 0 when the (jid, minion) key already existed.
                 new.append(cur.rowcount == 1)
         return new
 
     def job_returns(self, jid: str) -> dict[str, ReturnRecord]:
         """Returns of ``jid`` keyed by minion id."""
-        rows = self._conn.execute(
-            _SELECT_RETURNS,
-            (jid,),
-        ).fetchall()
+        rows = self._conn.execute(schema.SELECT_RETURNS, (jid,)).fetchall()
         return {row[1]: _return_from_row(row) for row in rows}
 
     # -- events -----------------------------------------------------------------------
@@ -349,21 +309,13 @@ class SqliteStore(Store):
         saved: list[EventRecord] = []
         with self._transaction() as conn:
             for event, row in zip(events, rows, strict=True):
-                cur = conn.execute(
-                    "INSERT INTO events (tag, data, minion, ts, cause, depth, rule)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    row,
-                )
+                cur = conn.execute(schema.INSERT_EVENT, row)
                 saved.append(dataclasses.replace(event, seq=cur.lastrowid))
         return saved
 
     def events_since(self, seq: int = 0, limit: int = 1000) -> list[EventRecord]:
         """At most ``limit`` events with seq > ``seq``, oldest first."""
-        rows = self._conn.execute(
-            "SELECT seq, tag, data, minion, ts, cause, depth, rule FROM events"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
+        rows = self._conn.execute(schema.EVENTS_SINCE, (seq, limit)).fetchall()
         return [_event_from_row(row) for row in rows]
 
     # -- minions ----------------------------------------------------------------------
@@ -372,17 +324,10 @@ class SqliteStore(Store):
         """Insert or update (grains and last_seen) the minion."""
         row = (minion.id, pack_value(minion.grains), minion.last_seen)
         with self._transaction() as conn:
-            conn.execute(
-                """INSERT INTO minions (id, grains, last_seen) VALUES (?,?,?)
-                   ON CONFLICT (id) DO UPDATE
-                   SET grains = excluded.grains, last_seen = excluded.last_seen""",
-                row,
-            )
+            conn.execute(schema.SAVE_MINION, row)
 
     def minions(self) -> dict[str, MinionRecord]:
-        rows = self._conn.execute(
-            "SELECT id, grains, last_seen FROM minions ORDER BY id"
-        ).fetchall()
+        rows = self._conn.execute(schema.SELECT_MINIONS).fetchall()
         return {
             mid: MinionRecord(id=mid, grains=unpack_value(grains), last_seen=last_seen)
             for mid, grains, last_seen in rows
@@ -391,7 +336,35 @@ class SqliteStore(Store):
     def forget_minion(self, minion_id: str) -> None:
         """Delete the minion's row (its jobs, returns and events are kept)."""
         with self._transaction() as conn:
-            conn.execute("DELETE FROM minions WHERE id = ?", (minion_id,))
+            conn.execute(schema.DELETE_MINION, (minion_id,))
+
+    # -- the reactor's trail --------------------------------------------------------------
+
+    def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
+        rows = [_reaction_row(r) for r in reactions]  # before BEGIN: see save_returns
+        with self._transaction() as conn:
+            for row in rows:
+                conn.execute(schema.SAVE_REACTION, row)
+
+    def get_reaction(self, reaction_id: str) -> ReactionRecord | None:
+        row = self._conn.execute(schema.SELECT_REACTION, (reaction_id,)).fetchone()
+        return None if row is None else _reaction_from_row(row)
+
+    def reaction_history(self, limit: int = 50, rule: str | None = None) -> list[ReactionRecord]:
+        rows = self._conn.execute(schema.REACTION_HISTORY, (rule, rule, limit)).fetchall()
+        return [_reaction_from_row(r) for r in rows]
+
+    def open_reactions(self) -> list[ReactionRecord]:
+        return [_reaction_from_row(r) for r in self._conn.execute(schema.OPEN_REACTIONS)]
+
+    def save_reactor_state(self, state: dict[str, Any]) -> None:
+        row = (pack_value(state), time.time())
+        with self._transaction() as conn:
+            conn.execute(schema.SAVE_REACTOR_STATE, row)
+
+    def load_reactor_state(self) -> dict[str, Any] | None:
+        row = self._conn.execute(schema.LOAD_REACTOR_STATE).fetchone()
+        return None if row is None else dict(unpack_value(row[0]))
 
     def close(self) -> None:
         """Close the connection; idempotent. The store is unusable afterwards."""

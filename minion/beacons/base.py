@@ -4,7 +4,8 @@ A beacon watches one kind of thing (services, files, disks...) and returns, on e
 one :class:`Observation` per watched key. It keeps no schedule and emits nothing itself:
 :class:`minion.beacons.runner.BeaconRunner` calls ``check()`` in a worker thread on the
 beacon's interval and turns changes of state into events. Parameters come validated by the
-beacon's ``Config`` model; dependencies come through :class:`BeaconContext`, never globals.
+beacon's ``Config`` model; dependencies come through :class:`BeaconContext`, never globals,
+and so do execution functions: ``self.ctx.call("etcd.health", endpoints=...)``.
 
 Any beacon can also run on its own for a quick look from a shell (``minion.beacons.__main__``)::
 
@@ -12,12 +13,17 @@ Any beacon can also run on its own for a quick look from a shell (``minion.beaco
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from minion.config import MinionConfig
+from minion.modules import REGISTRY
+from minion.modules.base import Context, Outcome
 from minion.services.base import ServiceProvider
+from saline.errors import ExecutionError
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,34 @@ class BeaconContext:
 
     minion_id: str
     services: ServiceProvider
+    #: the execution functions :meth:`call` may run, by full name ("etcd.health")
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=lambda: REGISTRY)
+
+    def call(self, function: str, /, **kwargs: Any) -> Any:
+        """Run the execution function ``function`` ("etcd.health") and return its value.
+
+        Like the ``call`` of a state's context, a function that returns an
+        :class:`~minion.modules.base.Outcome` gives its value. Unlike a job, the function
+        runs in the calling thread (the beacon's worker), not in a forked child, and under
+        no timeout but its own: a beacon passes the function's ``timeout`` where it has one.
+        It gets a context with this minion's id, service provider and functions, the
+        default minion config and no grains.
+
+        :raises ExecutionError: no such function, or the function's own expected failure
+            with its message unchanged (beacons publish it as their ``error``).
+        """
+        fn = self.functions.get(function)
+        if fn is None:
+            raise ExecutionError(f"no execution function {function!r} on this minion")
+        module_ctx = Context(
+            minion_id=self.minion_id,
+            config=MinionConfig(),
+            grains={},
+            services=self.services,
+            functions=self.functions,
+        )
+        value = fn(module_ctx, **kwargs)
+        return value.value if isinstance(value, Outcome) else value
 
 
 class BeaconConfig(BaseModel):

@@ -20,9 +20,8 @@ Example::
 from typing import Any
 
 from minion.beacons.base import Beacon, BeaconConfig, Observation
-from minion.config import MinionConfig
 from minion.modules import chef_backend
-from minion.modules.base import Context, ExecutionError
+from saline.errors import ExecutionError
 
 #: seconds before ``chef-backend-ctl status`` is killed
 TIMEOUT = 30.0
@@ -35,14 +34,8 @@ class ChefBackendStatusBeacon(Beacon):
     Config = BeaconConfig
 
     def check(self) -> list[Observation]:
-        module_ctx = Context(
-            minion_id=self.ctx.minion_id,
-            config=MinionConfig(),
-            grains={},
-            services=self.ctx.services,
-        )
         try:
-            result = chef_backend.status(module_ctx, timeout=TIMEOUT)
+            result = self.ctx.call("chef_backend.status", timeout=TIMEOUT)
         except ExecutionError as exc:
             problem = f"chef-backend-ctl status failed: {exc}"
             return [

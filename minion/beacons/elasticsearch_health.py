@@ -24,9 +24,8 @@ from typing import Literal
 from pydantic import Field
 
 from minion.beacons.base import Beacon, BeaconConfig, Observation
-from minion.config import MinionConfig
 from minion.modules import elasticsearch
-from minion.modules.base import Context, ExecutionError
+from saline.errors import ExecutionError
 
 KEY = "cluster"
 _COLOURS = ("green", "yellow", "red")
@@ -51,15 +50,12 @@ class ElasticsearchHealthBeacon(Beacon):
 
     def check(self) -> list[Observation]:
         url = self.config.url
-        module_ctx = Context(
-            minion_id=self.ctx.minion_id,
-            config=MinionConfig(),
-            grains={},
-            services=self.ctx.services,
-        )
         try:
-            result = elasticsearch.health(
-                module_ctx, url, self.config.timeout, client=self.config.client
+            result = self.ctx.call(
+                "elasticsearch.health",
+                url=url,
+                timeout=self.config.timeout,
+                client=self.config.client,
             )
         except ExecutionError as exc:
             return [Observation(KEY, "down", bad=True, data={"url": url, "error": str(exc)})]

@@ -23,9 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from minion.beacons.base import Beacon, BeaconConfig, Observation
-from minion.config import MinionConfig
 from minion.modules import etcd
-from minion.modules.base import Context
 
 KEY = "cluster"
 
@@ -48,14 +46,11 @@ class EtcdHealthBeacon(Beacon):
     config: EtcdHealthBeaconConfig
 
     def check(self) -> list[Observation]:
-        module_ctx = Context(
-            minion_id=self.ctx.minion_id,
-            config=MinionConfig(),
-            grains={},
-            services=self.ctx.services,
-        )
-        result = etcd.health(
-            module_ctx, self.config.endpoints, self.config.timeout, client=self.config.client
+        result = self.ctx.call(
+            "etcd.health",
+            endpoints=self.config.endpoints,
+            timeout=self.config.timeout,
+            client=self.config.client,
         )
         unhealthy = [
             {"endpoint": check["endpoint"], "error": check["error"]}

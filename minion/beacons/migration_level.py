@@ -29,9 +29,8 @@ from typing import Any
 from pydantic import field_validator
 
 from minion.beacons.base import Beacon, BeaconConfig, BeaconContext, Observation
-from minion.config import MinionConfig
 from minion.modules import chef_server
-from minion.modules.base import Context, ExecutionError
+from saline.errors import ExecutionError
 
 KEY = "migration_level"
 
@@ -62,15 +61,9 @@ class MigrationLevelBeacon(Beacon):
 
     def check(self) -> list[Observation]:
         path = self.config.path
-        module_ctx = Context(
-            minion_id=self.ctx.minion_id,
-            config=MinionConfig(),
-            grains={},
-            services=self.ctx.services,
-        )
         before, self._previous = self._previous, None
         try:
-            level = chef_server.migration_level(module_ctx, path)
+            level = self.ctx.call("chef_server.migration_level", path=path)
         except ExecutionError as exc:
             data: dict[str, Any] = {
                 "path": path,

@@ -25,9 +25,8 @@ from typing import Any
 from pydantic import Field
 
 from minion.beacons.base import Beacon, BeaconConfig, Observation
-from minion.config import MinionConfig
 from minion.modules import postgres
-from minion.modules.base import Context, ExecutionError
+from saline.errors import ExecutionError
 
 
 class PgReplicationBeaconConfig(BeaconConfig):
@@ -54,15 +53,9 @@ class PgReplicationBeacon(Beacon):
     def check(self) -> list[Observation]:
         cfg = self.config
         key = f"{cfg.host}:{cfg.port}"
-        module_ctx = Context(
-            minion_id=self.ctx.minion_id,
-            config=MinionConfig(),
-            grains={},
-            services=self.ctx.services,
-        )
         try:
-            result = postgres.replication(
-                module_ctx,
+            result = self.ctx.call(
+                "postgres.replication",
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,

@@ -4,6 +4,7 @@ An execution function is a plain function ``fn(ctx: Context, *args, **kwargs)``,
 its module's ``FUNCTIONS`` dict and registered in ``minion.modules.REGISTRY``. Nothing is
 injected behind its back: everything it needs comes through ``ctx``. It runs in a forked
 child of the minion under a timeout, so it may block; it must return msgpack-able data.
+An expected failure raises :class:`saline.errors.ExecutionError`.
 """
 
 from collections.abc import Callable, Mapping
@@ -13,14 +14,6 @@ from typing import Any
 from minion.channel import MasterChannel
 from minion.config import MinionConfig
 from minion.services.base import ServiceProvider
-from saline.errors import SalineError
-
-
-class ExecutionError(SalineError):
-    """An expected failure of an execution function (bad argument, missing file...).
-
-    The executor turns it into a failed return ``{"error": ..., "message": ...}``.
-    """
 
 
 @dataclass(frozen=True)

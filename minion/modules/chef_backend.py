@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from minion.modules import chef_server, cmd
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
+from saline.errors import ExecutionError
 
 TOOL_ENV = "SALINE_CHEF_BACKEND_CTL"
 DEFAULT_TOOL = "chef-backend-ctl"

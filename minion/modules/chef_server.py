@@ -23,13 +23,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from minion.modules import cmd
-from minion.modules.base import Context, ExecutionError, Outcome
-from saline.errors import SalineError
+from minion.modules.base import Context, Outcome
+from saline.errors import ExecutionError, SalineError
+from saline.masking import MASK as MASK  # re-exported: what the password becomes in returns
+from saline.masking import mask
 
 TOOL_ENV = "SALINE_CHEF_SERVER_CTL"
 DEFAULT_TOOL = "chef-server-ctl"
 MIGRATION_LEVEL_PATH = "/var/opt/opscode/upgrades/migration-level"
-MASK = "********"
 
 _SHORT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,254}")
 #: an address as chef-server-ctl takes it; never starting with '-' (it reaches an argv)
@@ -176,9 +177,13 @@ def compare_migration_levels(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
     :returns: -1 when ``a`` is older than ``b``, 0 when equal, 1 when newer.
     :raises ExecutionError: a level lacks an integer major or minor (e.g. a missing file).
     """
-    left = (_level_int(a.get("major"), "major"), _level_int(a.get("minor"), "minor"))
-    right = (_level_int(b.get("major"), "major"), _level_int(b.get("minor"), "minor"))
-    return (left > right) - (left < right)
+    # the one comparison of levels, shared with the master's migration_drift check
+    from saline.migration_level import MigrationLevelError, compare_levels
+
+    try:
+        return compare_levels(a, b)
+    except MigrationLevelError as exc:
+        raise ExecutionError(str(exc)) from exc
 
 
 # --- files handed from node to node through the pillar -----------------------------------------
@@ -316,16 +321,13 @@ def _check_path(value: Any, field: str) -> str:
 
 
 def _masked(outcome: Outcome, argv: list[str], secret: str) -> Outcome:
-    def mask(text: str) -> str:
-        return text.replace(secret, MASK) if secret else text
-
     value = {
-        "stdout": mask(outcome.value["stdout"]),
-        "stderr": mask(outcome.value["stderr"]),
+        "stdout": outcome.value["stdout"],
+        "stderr": outcome.value["stderr"],
         "retcode": outcome.retcode,
-        "argv": [MASK if arg == secret else mask(arg) for arg in argv],
+        "argv": argv,
     }
-    return Outcome(value, outcome.retcode)
+    return Outcome(mask(value, [secret]), outcome.retcode)
 
 
 def user_create(

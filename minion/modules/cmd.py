@@ -9,7 +9,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
+from saline.errors import ExecutionError
 from saline.shellwords import refusal
 
 _TRUE = frozenset({"true", "yes", "on", "1"})

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 if TYPE_CHECKING:
     from elastic_transport import ApiResponse

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 CLIENT = "etcd3"

@@ -10,8 +10,9 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
 from minion.modules.cmd import parse_bool
+from saline.errors import ExecutionError
 
 HASH_ALGORITHMS = ("sha256", "sha512", "sha1", "md5")
 _CHUNK = 1 << 20

@@ -8,8 +8,8 @@ and a secret must not travel back in it.
 from collections.abc import Callable
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError
-from saline.errors import SalineError
+from minion.modules.base import Context
+from saline.errors import ExecutionError, SalineError
 from saline.masking import Masker
 
 _MISSING = object()

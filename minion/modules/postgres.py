@@ -11,7 +11,8 @@ sentences describing what is wrong. The password is never logged nor returned.
 from datetime import datetime
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 DEFAULT_LAG_BYTES = 50 * 1024 * 1024
 

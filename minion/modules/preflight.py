@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 #: decimal units: a machine sold with "8 GB" reports about 8.2e9 bytes of MemTotal, while
 #: 8 GiB would refuse it

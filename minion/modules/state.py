@@ -9,10 +9,10 @@ import random
 import time
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.modules.cmd import parse_bool
 from minion.modules.pillar import fetch
-from saline.errors import StateError
+from saline.errors import ExecutionError, StateError
 from saline.masking import Masker
 
 

@@ -5,7 +5,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 
 def list_functions(ctx: Context, pattern: str = "*") -> list[str]:

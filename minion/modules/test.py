@@ -5,7 +5,8 @@ from collections.abc import Callable
 from typing import Any
 
 import saline
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
+from saline.errors import ExecutionError
 
 
 def ping(ctx: Context) -> bool:

@@ -4,6 +4,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from saline.errors import ExecutionError
+
 
 @dataclass(frozen=True)
 class ServiceStatus:
@@ -23,7 +25,7 @@ class ServiceStatus:
 class ServiceProvider(ABC):
     """Start, stop and inspect services. Every method is synchronous and may block briefly.
 
-    Methods raise ``minion.modules.base.ExecutionError`` for an unknown service or a failed
+    Methods raise ``saline.errors.ExecutionError`` for an unknown service or a failed
     action, with a message an operator can act on.
     """
 
@@ -48,12 +50,8 @@ class ServiceProvider(ABC):
 
     def enable(self, service: str) -> ServiceStatus:
         """Start the service at boot. Providers without boot management refuse."""
-        from minion.modules.base import ExecutionError
-
         raise ExecutionError(f"the {self.name} provider does not manage boot enablement")
 
     def disable(self, service: str) -> ServiceStatus:
         """Do not start the service at boot. Providers without boot management refuse."""
-        from minion.modules.base import ExecutionError
-
         raise ExecutionError(f"the {self.name} provider does not manage boot enablement")

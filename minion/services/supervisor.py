@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from minion.config import ServiceSpec
-from minion.modules.base import ExecutionError
 from minion.services.base import ServiceProvider, ServiceStatus
+from saline.errors import ExecutionError
 
 #: polling interval while waiting for a process group to exit
 _POLL = 0.05

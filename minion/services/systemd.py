@@ -2,8 +2,8 @@
 
 import subprocess
 
-from minion.modules.base import ExecutionError
 from minion.services.base import ServiceProvider, ServiceStatus
+from saline.errors import ExecutionError
 
 _PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID", "UnitFileState")
 #: UnitFileState values for which ``systemctl is-enabled`` exits 0

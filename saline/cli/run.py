@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from saline.cli.common import BATCH, OUT_CHOICE, client, dump, resolve_target, target_shortcuts
+from saline.targeting import TargetType
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 3
@@ -129,8 +130,8 @@ class Progress:
 @click.option(
     "-T",
     "--tgt-type",
-    type=click.Choice(["glob", "list", "grain", "compound"]),
-    default="glob",
+    type=click.Choice([t.value for t in TargetType]),
+    default=TargetType.GLOB.value,
     help="how TARGET is read (default glob on the minion id)",
 )
 @target_shortcuts

@@ -6,13 +6,14 @@ import click
 
 from saline.cli.common import BATCH, OUT_CHOICE, dump, resolve_target, target_shortcuts
 from saline.cli.run import execute
+from saline.targeting import TargetType
 
 _TARGETING = [
     click.option(
         "-T",
         "--tgt-type",
-        type=click.Choice(["glob", "list", "grain", "compound"]),
-        default="glob",
+        type=click.Choice([t.value for t in TargetType]),
+        default=TargetType.GLOB.value,
         help="how TARGET is read (default glob on the minion id)",
     ),
     click.option("-t", "--timeout", type=float, default=60.0, help="seconds to wait per minion"),

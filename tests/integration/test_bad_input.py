@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from zmq.utils.monitor import recv_monitor_message
 
-from master.daemon import MAX_HELLO_BYTES
+from master.handlers import MAX_HELLO_BYTES
 from saline.codec import decode_from_minion, encode, pack
 from saline.errors import ClientError, ProtocolError
 from saline.keys import KeyRing, KeyState

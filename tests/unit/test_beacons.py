@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from minion.beacons.registry import BEACONS
 from minion.beacons.runner import BeaconRunner
 from minion.beacons.service import ServiceBeacon
 from minion.config import ServiceSpec
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
-from saline.errors import ConfigError
+from saline.errors import ConfigError, ExecutionError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +66,42 @@ def test_registry_names_match_and_configs_forbid_unknown_params() -> None:
         assert cls.__doc__ and sys.modules[cls.__module__].__doc__
         with pytest.raises(ValidationError, match="Extra inputs"):
             cls.Config.model_validate({"no_such_param": 1})
+
+
+# -- the context's call ---------------------------------------------------------------------
+
+
+def test_call_runs_a_registered_execution_function(ctx: BeaconContext) -> None:
+    assert ctx.call("test.echo", text="hello") == "hello"
+    assert ctx.call("test.ping") is True
+
+
+def test_call_passes_the_function_its_context_and_unwraps_an_outcome(
+    ctx: BeaconContext, provider: SupervisorProvider
+) -> None:
+    seen: list[Context] = []
+
+    def probe(module_ctx: Context, answer: int) -> Outcome:
+        seen.append(module_ctx)
+        return Outcome({"answer": answer}, 2)
+
+    own = replace(ctx, functions={"probe.run": probe})
+    assert own.call("probe.run", answer=42) == {"answer": 42}
+    [module_ctx] = seen
+    assert (module_ctx.minion_id, module_ctx.services) == ("m1", provider)
+    assert module_ctx.functions is own.functions
+    assert module_ctx.channel is None  # no master line: a beacon is not a job
+
+
+def test_call_passes_errors_on_unchanged_and_refuses_unknown_functions(
+    ctx: BeaconContext,
+) -> None:
+    with pytest.raises(ExecutionError, match=r"^seconds must be >= 0, got -1$"):
+        ctx.call("test.sleep", seconds=-1)
+    with pytest.raises(ExecutionError, match=r"no execution function 'nope\.nope' on this minion"):
+        ctx.call("nope.nope")
+    with pytest.raises(ExecutionError, match=r"no execution function 'test\.ping'"):
+        replace(ctx, functions={}).call("test.ping")
 
 
 # -- service --------------------------------------------------------------------------------

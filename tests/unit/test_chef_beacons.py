@@ -6,7 +6,8 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from minion.beacons.elasticsearch_health import ElasticsearchHealthBeacon
 from minion.beacons.etcd_health import EtcdHealthBeacon
 from minion.beacons.migration_level import MigrationLevelBeacon
 from minion.beacons.pg_replication import PgReplicationBeacon
-from minion.modules import chef_backend, etcd
+from minion.modules import chef_backend
 from minion.services.supervisor import SupervisorProvider
 from saline.lab.es_standin import EsStandin
 
@@ -233,7 +234,7 @@ def test_etcd_bogus_endpoint_has_no_quorum(ctx: BeaconContext) -> None:
     assert obs.data["unhealthy"][0]["error"]
 
 
-def _fake_health(healthy: list[bool]) -> Any:
+def _fake_health(healthy: list[bool]) -> Callable[..., dict[str, Any]]:
     def health(ctx: Any, endpoints: list[str], timeout: float, client: str) -> dict[str, Any]:
         assert client == "http"  # the beacon's default: nothing heavy in the minion
         checks = [
@@ -263,16 +264,10 @@ def _fake_health(healthy: list[bool]) -> Any:
         ([True, False, False], "no_quorum", True),
     ],
 )
-def test_etcd_states(
-    monkeypatch: pytest.MonkeyPatch,
-    ctx: BeaconContext,
-    healthy: list[bool],
-    state: str,
-    bad: bool,
-) -> None:
-    monkeypatch.setattr(etcd, "health", _fake_health(healthy))
+def test_etcd_states(ctx: BeaconContext, healthy: list[bool], state: str, bad: bool) -> None:
+    faked = replace(ctx, functions={"etcd.health": _fake_health(healthy)})
     endpoints = ["http://a:2379", "http://b:2379", "http://c:2379"]
-    [obs] = make(EtcdHealthBeacon, ctx, endpoints=endpoints).check()
+    [obs] = make(EtcdHealthBeacon, faked, endpoints=endpoints).check()
     assert (obs.state, obs.bad) == (state, bad)
     assert obs.data["healthy_count"] == sum(healthy)
     assert len(obs.data["unhealthy"]) == healthy.count(False)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from master.reactor import SHIPPED_RUNBOOKS
 from reactors.runbook import RunbookError, find_runbook, load_runbook
+from reactors.shipped import SHIPPED_RUNBOOKS
 from tests.unit.test_orchestrate import BACKENDS, FakeClock, FakeRunner, Reply, execute
 
 LADDER = load_runbook(find_runbook("chef/heal_follower", [SHIPPED_RUNBOOKS]))

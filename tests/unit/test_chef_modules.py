@@ -16,8 +16,9 @@ from minion.channel import ChannelError
 from minion.config import MinionConfig
 from minion.executor import call_function
 from minion.modules import REGISTRY, chef_backend, chef_server
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from saline.protocol import Job
 
 CASES = Path(__file__).resolve().parent.parent / "cases" / "chef"

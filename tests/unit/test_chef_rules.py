@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from master.reactor import SHIPPED_RULES, SHIPPED_RUNBOOKS
 from reactors.engine import evaluate, finish
 from reactors.model import Decision, Event, Verdict
 from reactors.rules import OrchestrateAction, Rule, load_rules
 from reactors.runbook import find_runbook, load_runbook, render_steps
+from reactors.shipped import SHIPPED_RULES, SHIPPED_RUNBOOKS
 from reactors.state import ReactorState
 from reactors.view import StaticView
 
@@ -92,6 +92,7 @@ def test_no_known_leader_escalates_instead_of_guessing() -> None:
     )
     assert decision.verdict is Verdict.ESCALATE
     assert "cannot build actions" in decision.reason
+    assert "no backend reports the PostgreSQL leader role" in decision.reason
 
 
 def test_two_followers_are_never_healed_together() -> None:
@@ -276,3 +277,19 @@ def test_a_configured_reference_frontend_wins_over_the_highest_level() -> None:
     assert isinstance(action, OrchestrateAction)
     assert action.vars["drifted"] == ["fe1"]
     assert (action.vars["major"], action.vars["minor"]) == (3, 12)
+
+
+def test_no_valid_migration_level_anywhere_does_nothing() -> None:
+    event = Event(tag="saline/beacon/fe1/migration_level/missing", minion="fe1")
+    decision = only(
+        evaluate(event, rule("chef-migration-level-drift"), levels(None, None), ReactorState(), 0)
+    )
+    assert (decision.verdict, decision.reason) == (Verdict.SKIP, "condition false")
+
+
+def test_the_rules_decide_through_named_checks() -> None:
+    """The Chef HA rules keep their logic in reactors/checks/chef.py, not in Jinja."""
+    text = Path(SHIPPED_RULES, "chef_ha.yaml").read_text()
+    for name in ("migration_drift", "pg_leader", "config_digest_in_minority", "clock_spread"):
+        assert f"check.{name}(" in text
+    assert "dictsort" not in text and "rejectattr" not in text

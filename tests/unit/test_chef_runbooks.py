@@ -2,16 +2,16 @@
 through the real orchestrator on the fake job runner of ``test_orchestrate`` in the order the
 reference's procedures require."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reactors.orchestrate import RunbookError, find_runbook, load_runbook
 from reactors.runbook import Runbook, render_steps
+from reactors.shipped import SHIPPED_RUNBOOKS
 from tests.unit.test_orchestrate import Call, FakeClock, FakeRunner, Reply, execute
 
-RUNBOOKS = Path(__file__).resolve().parents[2] / "reactors" / "runbooks"
+RUNBOOKS = SHIPPED_RUNBOOKS
 
 LEVEL = {"major": 1, "minor": 48}
 AT_LEVEL = Reply("ok", {"major": 1, "minor": 48, "sha256": "ab", "exists": True})

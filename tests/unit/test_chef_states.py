@@ -22,15 +22,16 @@ import yaml
 from minion import modules
 from minion.config import MinionConfig
 from minion.modules import preflight
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
-from saline.errors import StateError
+from saline.errors import ExecutionError, StateError
 from states.engine import compile_states, run
 from states.model import Chunk, ChunkResult
 from states.modules import REGISTRY
 from states.modules.base import StateContext
+from states.shipped import SHIPPED_STATES
 
-TREE = Path(__file__).parent.parent.parent / "states" / "tree"
+TREE = SHIPPED_STATES
 CASES = Path(__file__).parent.parent / "cases" / "chef_states"
 ME = pwd.getpwuid(os.geteuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getegid()).gr_name

@@ -15,8 +15,9 @@ import pytest
 
 from minion.config import MinionConfig
 from minion.modules import elasticsearch as es_module
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from saline.lab.es_standin import EsStandin
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from minion.config import MinionConfig
 from minion.modules import etcd as etcd_module
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from tests.etcdcluster import ETCD, EtcdCluster, free_port
 
 # etcd is installed by `make setup`; a missing server is a failure, never a skip

@@ -11,8 +11,9 @@ import pytest
 
 from minion.config import MinionConfig
 from minion.executor import execute
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from saline.protocol import Job
 from tests.support import poll, process_gone
 

@@ -17,8 +17,9 @@ from minion import modules
 from minion.config import MinionConfig, ServiceSpec
 from minion.modules import cmd, file, grains, service, test
 from minion.modules import sys as sys_module
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from tests.support import poll, process_gone
 
 

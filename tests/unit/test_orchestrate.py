@@ -483,7 +483,7 @@ WAIT_A = "wait_for: {target: a, function: f, condition: ret"
         (f"{HEAD}  - {RUN}\n    state: {{target: a, states: [s]}}", "rb.yaml:3: steps[0]: a step"),
         (
             f"{HEAD}  - {WAIT_A}, interval: soon}}",
-            "rb.yaml:3: steps[0].wait_for.interval: expected",
+            "rb.yaml:3: steps[0].wait_for.interval: invalid duration 'soon'",
         ),
         (f"{HEAD}  - {WAIT_A}}}\n    batch: 2", "rb.yaml:3: steps[0]: batch does not apply to"),
         (f"{HEAD}\n  - when: 'a =='\n    {RUN}", "rb.yaml:4: steps[0].when: invalid expression"),

@@ -8,8 +8,9 @@ import pytest
 
 from minion.config import MinionConfig
 from minion.modules import postgres
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from tests.pgcluster import PgCluster, PgNode, free_ports, pg_available, pg_cluster, wait_for
 
 # PostgreSQL is installed by `make setup`; a missing server is a failure, never a skip

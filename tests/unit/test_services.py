@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from minion.config import MinionConfig, ServiceSpec
-from minion.modules.base import ExecutionError
 from minion.services import select
 from minion.services.supervisor import SupervisorProvider
 from minion.services.systemd import SystemdProvider
+from saline.errors import ExecutionError
 from tests.support import poll, process_gone
 
 

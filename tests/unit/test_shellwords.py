@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from minion.modules.base import Context, ExecutionError
-from saline.errors import StateError
+from minion.modules.base import Context
+from saline.errors import ExecutionError, StateError
 from saline.shellwords import refusal, shell_syntax
 from states.engine import compile_states
 from states.modules import REGISTRY

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from minion import modules
 from minion.config import MinionConfig
 from minion.modules import state
-from minion.modules.base import Context, ExecutionError
+from minion.modules.base import Context
 from minion.services.supervisor import SupervisorProvider
+from saline.errors import ExecutionError
 from saline.masking import MASK, Masker
 
 SHORT = "hunter2"

@@ -8,9 +8,9 @@ import pytest
 
 from minion import modules
 from minion.config import MinionConfig, ServiceSpec
-from minion.modules.base import Context, ExecutionError, Outcome
+from minion.modules.base import Context, Outcome
 from minion.services.supervisor import SupervisorProvider
-from saline.errors import StateError
+from saline.errors import ExecutionError, StateError
 from states.modules import service
 from states.modules.base import StateContext
 from tests.support import poll, process_gone

@@ -25,8 +25,6 @@ from saline.lab.chefha.state import BACKENDS, FRONTENDS, ChefLabError, load, sav
 from saline.lab.lab import Lab, LabError
 
 DEFAULT_SUBNET = "127.0.1"
-_REPO = Path(__file__).resolve().parents[3]
-SHIPPED_STATES = _REPO / "states" / "tree"
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:
@@ -231,6 +229,8 @@ class ChefLab:
             minion_id: {"role": node["role"], "chef_root": node["root"]}
             for minion_id, node in data["nodes"].items()
         }
+        from states.shipped import SHIPPED_STATES  # the lab is an entry point: lazily
+
         return {
             "file_roots": [str(SHIPPED_STATES), str(self.directory / "states")],
             "job_timeout": 60.0,

@@ -1,0 +1,413 @@
+"""What an operator may ask of the master: one table of operations, each with its role,
+its request model and its handler. Deny by default: only operations in the table exist.
+
+The local client API (``master/clientapi.py``) is one door to this table; who is asking
+(a :class:`Caller`) is decided at the door, what they may do is decided here.
+"""
+
+import asyncio
+import difflib
+import fnmatch
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from master.bus import EventBus
+from master.client_models import (
+    Done,
+    Error,
+    EventMessage,
+    EventsRequest,
+    Fired,
+    FireRequest,
+    History,
+    HistoryRow,
+    JobAccepted,
+    JobDetail,
+    JobMessage,
+    JobRow,
+    JobShown,
+    JobShowRequest,
+    JobsList,
+    JobsListRequest,
+    Message,
+    Orchestrated,
+    OrchestrateRequest,
+    Paused,
+    PlainRequest,
+    ReactionRequest,
+    ReactorHistoryRequest,
+    ReactorStatus,
+    Reply,
+    Request,
+    RuleList,
+    RunRequest,
+    Started,
+    Status,
+    StoredReturn,
+    Subscribed,
+    Verdict,
+)
+from master.functions import FunctionIndex
+from master.inventory import Inventory
+from master.jobrunner import MasterJobRunner
+from master.jobs import JobManager, JobRequest
+from master.reactor import Reactor
+from master.stats import Refusals
+from master.store.base import Chain, EventRecord, ReactionRecord, Store
+from master.supervisor import Supervisor
+from reactors.orchestrate import run_runbook
+from reactors.runbook import RunbookError, find_runbook, load_runbook
+from saline.keys import KeyState
+from saline.shellwords import refusal
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    ACL = "acl"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    role: Role
+    #: function globs an ACL user may run (empty for admins: everything)
+    allowed: tuple[str, ...] = ()
+
+    def may_run(self, fun: str) -> bool:
+        return self.role is Role.ADMIN or any(fnmatch.fnmatchcase(fun, g) for g in self.allowed)
+
+
+Write = Callable[[Reply], Awaitable[None]]
+Handler = Callable[[Caller, Any, Write], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    #: the least role that may call it
+    role: Role
+    request: type[Request]
+    handler: Handler
+
+
+class Operations:
+    def __init__(
+        self,
+        *,
+        job_timeout: float,
+        max_jobs_per_user: int,
+        runbook_roots: list[Path],
+        jobs: JobManager,
+        inventory: Inventory,
+        functions: FunctionIndex,
+        store: Store,
+        bus: EventBus,
+        reactor: Reactor,
+        refusals: Refusals,
+        supervisor: Supervisor,
+    ) -> None:
+        self.job_timeout = job_timeout
+        self.max_jobs_per_user = max_jobs_per_user
+        self.runbook_roots = runbook_roots
+        self.jobs = jobs
+        self.inventory = inventory
+        self.functions = functions
+        self.store = store
+        self.bus = bus
+        self.reactor = reactor
+        self.refusals = refusals
+        self.supervisor = supervisor
+        #: jobs run with ``--async``: supervised here, no client waiting
+        self._background: set[asyncio.Task[Done]] = set()
+        self.table: dict[str, Operation] = {
+            "run": Operation(Role.ACL, RunRequest, self.run),
+            "jobs_list": Operation(Role.ACL, JobsListRequest, self.jobs_list),
+            "job_show": Operation(Role.ACL, JobShowRequest, self.job_show),
+            "events": Operation(Role.ACL, EventsRequest, self.events),
+            "status": Operation(Role.ACL, PlainRequest, self.status),
+            "fire": Operation(Role.ADMIN, FireRequest, self.fire),
+            "reactor_list": Operation(Role.ACL, PlainRequest, self.reactor_list),
+            "reactor_history": Operation(Role.ACL, ReactorHistoryRequest, self.reactor_history),
+            "reactor_pause": Operation(Role.ADMIN, PlainRequest, self.reactor_pause),
+            "reactor_resume": Operation(Role.ADMIN, PlainRequest, self.reactor_resume),
+            "reactor_reload": Operation(Role.ADMIN, PlainRequest, self.reactor_reload),
+            "reactor_approve": Operation(Role.ADMIN, ReactionRequest, self.reactor_approve),
+            "reactor_reject": Operation(Role.ADMIN, ReactionRequest, self.reactor_reject),
+            "orchestrate": Operation(Role.ADMIN, OrchestrateRequest, self.orchestrate),
+        }
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def run(self, caller: Caller, req: RunRequest, write: Write) -> None:
+        if not caller.may_run(req.fun):
+            self.refusals.count("client_acl", f"{caller.user} may not run {req.fun}")
+            await write(Error(message=f"{caller.user} may not run {req.fun}"))
+            return
+        problem = _shell_problem(req) or self._unknown_function(req.fun)
+        if problem is not None:  # before anything is sent: every minion would refuse it
+            await write(Error(message=problem))
+            return
+        limit = self.max_jobs_per_user
+        running = sum(1 for j in self.jobs.active.values() if j.record.user == caller.user)
+        if running >= limit:
+            self.refusals.count("user_jobs", f"{caller.user} has {running} jobs running")
+            why = f"{caller.user} has {running} jobs running (max_jobs_per_user {limit})"
+            await write(Error(message=why))
+            return
+        request = JobRequest(
+            target=req.target,
+            tgt_type=req.tgt_type.value,
+            fun=req.fun,
+            args=req.args,
+            kwargs=req.kwargs,
+            timeout=req.timeout or self.job_timeout,
+            batch=req.batch,
+            user=caller.user,
+            secret=tuple(req.secret),
+        )
+        job = self.jobs.start(request)
+        queue: asyncio.Queue[JobMessage] = asyncio.Queue()
+        job.listeners.append(queue)
+        record = job.record
+        await write(JobAccepted(jid=record.jid, minions=record.minions, missing=record.missing))
+        if req.background:  # the client goes; the job does not
+            task = asyncio.create_task(self.jobs.supervise(job))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            await write(Started(jid=record.jid))
+            return
+        supervisor = asyncio.create_task(self.jobs.supervise(job))
+        try:
+            while True:
+                message = await queue.get()
+                await write(message)
+                if isinstance(message, Done):
+                    return
+        finally:
+            # the job goes on without this client (returns are stored either way)
+            job.listeners.remove(queue)
+            if supervisor.done():
+                supervisor.result()
+
+    def _unknown_function(self, fun: str) -> str | None:
+        """``fun`` is on no minion, and every online minion said what it has."""
+        known = self.functions
+        if known.known(fun):
+            return None
+        online = self.inventory.online_ids()
+        if not online or not all(known.reported(m) for m in online):
+            return None  # an older minion lists nothing: let it answer for itself
+        close = difflib.get_close_matches(fun, known.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listing = "`saline run ID sys.list_functions`"
+        return f"no online minion has a function {fun!r}{hint}: see {listing}"
+
+    async def jobs_list(self, caller: Caller, req: JobsListRequest, write: Write) -> None:
+        rows = [
+            JobRow(
+                jid=s.job.jid,
+                fun=s.job.fun,
+                target=s.job.target,
+                user=s.job.user,
+                minions=len(s.job.minions),
+                returned=s.returned,
+                succeeded=s.succeeded,
+                created=s.job.created,
+            )
+            for s in self.store.list_jobs(req.limit)
+        ]
+        await write(JobsList(jobs=rows))
+
+    async def job_show(self, caller: Caller, req: JobShowRequest, write: Write) -> None:
+        job = self.store.get_job(req.jid)
+        if job is None:
+            await write(Error(message=f"no job {req.jid!r}"))
+            return
+        returns = {
+            m: StoredReturn(success=r.success, retcode=r.retcode, ret=r.ret)
+            for m, r in self.store.job_returns(req.jid).items()
+        }
+        shown = JobShown(
+            job=JobDetail(
+                jid=job.jid,
+                fun=job.fun,
+                args=job.args,
+                kwargs=job.kwargs,
+                target=job.target,
+                tgt_type=job.tgt_type,
+                user=job.user,
+                created=job.created,
+                timeout=job.timeout,
+                minions=job.minions,
+                missing=job.missing,
+            ),
+            returns=returns,
+        )
+        active = self.jobs.active.get(req.jid)
+        if active is not None:  # while it runs: who runs it now, who waits because busy
+            shown.running, shown.queued = sorted(active.inflight), self.jobs.queued(active)
+        await write(shown)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def events(self, caller: Caller, req: EventsRequest, write: Write) -> None:
+        sub = self.bus.subscribe(req.tag)
+        try:
+            await write(Subscribed())
+            if req.since is not None:
+                for event in self.store.events_since(req.since, limit=10_000):
+                    if fnmatch.fnmatchcase(event.tag, req.tag):
+                        await write(_event_message(event))
+            if not req.follow:
+                await write(Done())
+                return
+            while True:
+                await write(_event_message(await sub.queue.get()))
+        finally:
+            self.bus.unsubscribe(sub)
+
+    async def fire(self, caller: Caller, req: FireRequest, write: Write) -> None:
+        if req.tag.startswith(("saline/job/", "saline/key/")):
+            await write(Error(message=f"tag {req.tag!r} is reserved for the master"))
+            return
+        [event] = self.bus.publish_records([EventRecord(req.tag, req.data, None, 0)])
+        log.info("event %s (seq %s) fired by %s", event.tag, event.seq, caller.user)
+        await write(Fired(seq=event.seq, tag=event.tag))
+
+    # -- the reactor -----------------------------------------------------------------------
+
+    async def reactor_list(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        state = self.reactor.state
+        await write(
+            RuleList(
+                paused=state.paused,
+                rules=[r.model_dump(mode="json") for r in self.reactor.rules],
+                in_flight=sorted(state.in_flight),
+                awaiting=sorted(state.awaiting),
+            )
+        )
+
+    async def reactor_history(
+        self, caller: Caller, req: ReactorHistoryRequest, write: Write
+    ) -> None:
+        rows = self.store.reaction_history(req.limit, req.rule)
+        await write(History(history=[_history_row(r) for r in rows]))
+
+    async def reactor_pause(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        self.reactor.pause(True)
+        log.warning("reactor paused by %s", caller.user)
+        await write(Paused(paused=True))
+
+    async def reactor_resume(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        self.reactor.pause(False)
+        log.warning("reactor resumed by %s", caller.user)
+        await write(Paused(paused=False))
+
+    async def reactor_reload(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        await write(Message(message=self.reactor.reload()))
+
+    def _held(self, prefix: str) -> tuple[str | None, str | None]:
+        """(reaction id, None) for the held reaction ``prefix`` starts (``reactor history``
+        prints 12 characters), or (None, why not) when it names none or several."""
+        held = sorted(r for r in self.reactor.state.awaiting if r.startswith(prefix))
+        if len(held) == 1:
+            return held[0], None
+        if held:
+            return None, f"{prefix!r} names {len(held)} held reactions: give more of the id"
+        return prefix, None  # the engine says why it cannot (unknown, already decided)
+
+    async def reactor_approve(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
+        reaction, why = self._held(req.id)
+        if reaction is None:
+            await write(Error(message=why or req.id))
+            return
+        decision = self.reactor.approve(reaction, caller.user)
+        await write(Verdict(verdict=decision.verdict.value, reason=decision.reason))
+
+    async def reactor_reject(self, caller: Caller, req: ReactionRequest, write: Write) -> None:
+        reaction, why = self._held(req.id)
+        if reaction is None:
+            await write(Error(message=why or req.id))
+            return
+        await write(Message(message=self.reactor.reject(reaction, caller.user)))
+
+    async def orchestrate(self, caller: Caller, req: OrchestrateRequest, write: Write) -> None:
+        """``saline orchestrate``: the engine the reactor's orchestrate action uses."""
+        runbook = load_runbook(find_runbook(req.runbook, self.runbook_roots))
+        problem = runbook.var_problem(req.vars)
+        if problem is not None:
+            raise RunbookError(problem)
+        user = f"orchestrate:{caller.user}"
+        runner = MasterJobRunner(self.jobs, self.inventory, user, Chain())
+        result = await run_runbook(runbook, runner, vars=req.vars, test=req.test)
+        await write(Orchestrated.model_validate(result.model_dump(mode="json")))
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def status(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        keys = self.inventory.keys
+        state = self.reactor.state
+        await write(
+            Status(
+                online=self.inventory.online_ids(),
+                keys={s.value: keys.ids(s) for s in KeyState},
+                refusals=self.refusals.as_dict(),
+                active_jobs=len(self.jobs.active),
+                observations=self.reactor.observations.states(),
+                tasks=self.supervisor.as_dict(),
+                reactor=ReactorStatus(
+                    paused=state.paused,
+                    failures=self.reactor.failures,
+                    in_flight=sorted(state.in_flight),
+                    awaiting_approval=sorted(state.awaiting),
+                ),
+            )
+        )
+
+
+def _shell_problem(req: RunRequest) -> str | None:
+    """``cmd.run`` with a command string holding shell syntax and no ``shell=true``."""
+    if req.fun != "cmd.run" or not req.args or not isinstance(req.args[0], str):
+        return None
+    for key in ("shell", "python_shell"):
+        if str(req.kwargs.get(key, "")).strip().lower() in ("true", "yes", "on", "1"):
+            return None
+    return refusal(req.args[0], "cmd.run")
+
+
+def _event_message(event: EventRecord) -> EventMessage:
+    return EventMessage(
+        seq=event.seq,
+        tag=event.tag,
+        data=event.data,
+        minion=event.minion,
+        ts=event.ts,
+        cause=event.cause,
+        depth=event.depth,
+        rule=event.rule,
+    )
+
+
+def _history_row(row: ReactionRecord) -> HistoryRow:
+    return HistoryRow(
+        id=row.id,
+        event_seq=row.event_seq,
+        event_tag=row.event_tag,
+        rule=row.rule,
+        verdict=row.verdict,
+        reason=row.reason,
+        key=row.key,
+        actions=[a.model_dump(mode="json") for a in row.actions],
+        progress={
+            str(i): {k: v for k, v in vars(p).items() if v is not None}
+            for i, p in row.progress.items()
+        },
+        outcome=row.outcome,
+        created=row.created,
+        finished=row.finished,
+    )

@@ -1,0 +1,142 @@
+"""Running a fired reaction: its actions in order, each one's progress stored before and
+after it runs, so a master restarted mid-reaction resumes it without sending any job twice.
+
+Whatever an action produces — an event, a job, a runbook's jobs — carries the reaction's
+chain (the causing event, the depth, the rule).
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from master.bus import EventBus
+from master.inventory import Inventory
+from master.jobrunner import MasterJobRunner
+from master.jobs import JobManager
+from master.store.base import ActionProgress, Chain, EventRecord, ReactionRecord, Store
+from reactors.model import RenderedAction
+from reactors.orchestrate import JobOutcome, run_runbook
+from reactors.rules import FireAction, OrchestrateAction, RunAction
+from reactors.runbook import Runbook
+from saline.errors import SalineError
+
+log = logging.getLogger(__name__)
+
+#: seconds between looks at the store while a resumed reaction waits for its job
+RESUME_POLL = 0.2
+
+
+class ReactionExecutor:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        jobs: JobManager,
+        inventory: Inventory,
+        job_timeout: float,
+        runbook: Callable[[str], Runbook],
+        finished: Callable[[ReactionRecord, bool], str],
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.jobs = jobs
+        self.inventory = inventory
+        self.job_timeout = job_timeout
+        #: the runbook a rule names, as loaded with the rules
+        self.runbook = runbook
+        #: tells the reactor's state the reaction ended; answers the sentence to log
+        self.finished = finished
+
+    async def execute(self, row: ReactionRecord) -> None:
+        ok = True
+        for index, action in enumerate(row.actions):
+            progress = row.progress.get(index)
+            if progress is not None and progress.state in ("done", "failed"):
+                ok = ok and progress.state == "done"
+                continue
+            try:
+                if progress is not None:  # started by a master that is gone
+                    done, detail = await self._resume(progress)
+                else:
+                    done, detail = await self._run(row, index, action)
+            except (SalineError, ValueError, KeyError) as e:
+                done, detail = False, str(e)
+            except Exception as e:  # a bug: the reaction fails with the error, the master lives
+                log.exception("action %d of reaction %s raised", index, row.id)
+                done, detail = False, f"raised {type(e).__name__}: {str(e)[:500]}"
+            jid = row.progress[index].jid if index in row.progress else None
+            row.progress[index] = ActionProgress("done" if done else "failed", jid, detail)
+            self.store.save_reactions([row])
+            if not done:
+                ok = False
+                break
+        row.outcome, row.finished = ("ok" if ok else "failed"), time.time()
+        self.store.save_reactions([row])
+        sentence = self.finished(row, ok)
+        log.info("%s", sentence)
+        suffix = "finished" if ok else "failed"
+        data = {"reaction": row.id, "outcome": row.outcome, "reason": sentence}
+        chain = Chain(row.event_seq, row.depth, row.rule)
+        self.bus.publish_records(
+            [EventRecord.caused(f"saline/reactor/{row.rule}/{suffix}", data, chain)]
+        )
+
+    async def _run(
+        self, row: ReactionRecord, index: int, rendered: RenderedAction
+    ) -> tuple[bool, str]:
+        action = rendered.action
+        chain = Chain(row.event_seq, rendered.depth, row.rule)
+        runner = MasterJobRunner(self.jobs, self.inventory, f"reactor:{row.rule}", chain)
+        if isinstance(action, FireAction):
+            [event] = self.bus.publish_records([EventRecord.caused(action.tag, action.data, chain)])
+            return True, f"fired {action.tag} (seq {event.seq})"
+        if isinstance(action, OrchestrateAction):
+            runbook = self.runbook(action.runbook)
+            row.progress[index] = ActionProgress("started")
+            self.store.save_reactions([row])
+            result = await run_runbook(runbook, runner, vars=action.vars, test=action.test)
+            return result.success, f"runbook {runbook.name}: " + (
+                "succeeded" if result.success else f"stopped at {result.stopped_at}"
+            )
+        if isinstance(action, RunAction):
+            fun, args, kwargs = action.function, action.args, action.kwargs
+        else:
+            fun, args, kwargs = "state.apply", list(action.states), {"test": action.test}
+        job = runner.start(
+            action.target, action.tgt_type.value, fun, args, kwargs, self.job_timeout
+        )
+        # the jid is durable before the job is sent: after a restart it is awaited, not resent
+        row.progress[index] = ActionProgress("started", job.record.jid)
+        self.store.save_reactions([row])
+        return judge(await runner.finish(job), fun)
+
+    async def _resume(self, progress: ActionProgress) -> tuple[bool, str]:
+        jid = progress.jid
+        if jid is None:
+            return False, "interrupted by a master restart; not run again"
+        job = self.store.get_job(jid)
+        if job is None:
+            return False, f"job {jid} was never stored"
+        expected = set(job.minions) - set(job.missing)
+        deadline = job.created + job.timeout
+        while time.time() < deadline:
+            if expected <= set(self.store.job_returns(jid)):
+                break
+            await asyncio.sleep(RESUME_POLL)
+        returns = self.store.job_returns(jid)
+        failed = sorted(m for m in expected if m not in returns or not returns[m].success)
+        if failed:
+            return False, f"job {jid}: no success from {', '.join(failed)}"
+        return True, f"job {jid} (resumed): {len(returns)} succeeded"
+
+
+def judge(outcome: JobOutcome, fun: str) -> tuple[bool, str]:
+    """Did a reaction's job do its work: every targeted minion succeeded, and there was one."""
+    problems = outcome.problems(outcome.returns)
+    if not outcome.returns and not problems:
+        return False, f"job {outcome.jid}: the target matched no minion"
+    if problems:
+        listed = ", ".join(f"{m} {why}" for m, why in problems.items())
+        return False, f"job {outcome.jid} ({fun}): {listed}"
+    return True, f"job {outcome.jid} ({fun}): {len(outcome.returns)} succeeded"

@@ -1,0 +1,150 @@
+"""The SQLite store's tables, its migrations, and every statement it runs.
+
+Full statements as literals: no SQL is built from strings at run time.
+"""
+
+SCHEMA_VERSION = 3
+
+# Executed one by one in a transaction (executescript would commit implicitly).
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        jid TEXT PRIMARY KEY,
+        fun TEXT NOT NULL,
+        args BLOB NOT NULL,
+        kwargs BLOB NOT NULL,
+        target TEXT NOT NULL,
+        tgt_type TEXT NOT NULL,
+        minions BLOB NOT NULL,
+        missing BLOB NOT NULL,
+        user TEXT NOT NULL,
+        created REAL NOT NULL,
+        timeout REAL NOT NULL,
+        cause INTEGER,
+        depth INTEGER NOT NULL DEFAULT 0,
+        rule TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS returns (
+        jid TEXT NOT NULL,
+        minion TEXT NOT NULL,
+        fun TEXT NOT NULL,
+        success INTEGER NOT NULL,
+        retcode INTEGER NOT NULL,
+        ret BLOB NOT NULL,
+        duration_ms REAL NOT NULL,
+        received REAL NOT NULL,
+        PRIMARY KEY (jid, minion)
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tag TEXT NOT NULL,
+        data BLOB NOT NULL,
+        minion TEXT,
+        ts REAL NOT NULL,
+        cause INTEGER,
+        depth INTEGER NOT NULL DEFAULT 0,
+        rule TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS minions (
+        id TEXT PRIMARY KEY,
+        grains BLOB NOT NULL,
+        last_seen REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS reactions (
+        id TEXT PRIMARY KEY,
+        event_seq INTEGER,
+        event_tag TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        key TEXT NOT NULL,
+        actions BLOB NOT NULL,
+        progress BLOB NOT NULL,
+        outcome TEXT,
+        created REAL NOT NULL,
+        finished REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS reactions_created ON reactions (created)",
+    """CREATE TABLE IF NOT EXISTS reactor_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        state BLOB NOT NULL,
+        updated REAL NOT NULL
+    )""",
+)
+
+#: statements taking the schema from version N to N + 1 (then TABLES creates what is new)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2 adds the reaction chain of events
+    1: (
+        "ALTER TABLE events ADD COLUMN cause INTEGER",
+        "ALTER TABLE events ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN rule TEXT",
+    ),
+    # 3 stores the reaction chain with the job (the reactions tables join the schema;
+    # earlier versions created them beside it, with the same columns)
+    2: (
+        "ALTER TABLE jobs ADD COLUMN cause INTEGER",
+        "ALTER TABLE jobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN rule TEXT",
+    ),
+}
+
+INSERT_JOB = (
+    "INSERT OR REPLACE INTO jobs"
+    " (jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,"
+    " cause, depth, rule)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+SELECT_JOB = (
+    "SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,"
+    " cause, depth, rule FROM jobs WHERE jid = ?"
+)
+# Correlated subqueries use the (jid, minion) primary key of returns and only touch the
+# returns of the selected jobs, unlike a GROUP BY over all returns.
+LIST_JOBS = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
+        cause, depth, rule,
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
+    FROM jobs j ORDER BY j.jid DESC LIMIT ?
+"""
+INSERT_RETURN = (
+    "INSERT OR IGNORE INTO returns"
+    " (jid, minion, fun, success, retcode, ret, duration_ms, received)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
+SELECT_RETURNS = (
+    "SELECT jid, minion, fun, success, retcode, ret, duration_ms, received"
+    " FROM returns WHERE jid = ? ORDER BY minion"
+)
+INSERT_EVENT = (
+    "INSERT INTO events (tag, data, minion, ts, cause, depth, rule) VALUES (?,?,?,?,?,?,?)"
+)
+EVENTS_SINCE = (
+    "SELECT seq, tag, data, minion, ts, cause, depth, rule FROM events"
+    " WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+SAVE_MINION = """INSERT INTO minions (id, grains, last_seen) VALUES (?,?,?)
+    ON CONFLICT (id) DO UPDATE SET grains = excluded.grains, last_seen = excluded.last_seen"""
+SELECT_MINIONS = "SELECT id, grains, last_seen FROM minions ORDER BY id"
+DELETE_MINION = "DELETE FROM minions WHERE id = ?"
+
+SAVE_REACTION = (
+    "INSERT OR REPLACE INTO reactions (id, event_seq, event_tag, rule, verdict, reason, key,"
+    " actions, progress, outcome, created, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+SELECT_REACTION = (
+    "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
+    " created, finished FROM reactions WHERE id = ?"
+)
+REACTION_HISTORY = (
+    "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
+    " created, finished FROM reactions WHERE (? IS NULL OR rule = ?)"
+    " ORDER BY created DESC, rowid DESC LIMIT ?"
+)
+OPEN_REACTIONS = (
+    "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
+    " created, finished FROM reactions WHERE outcome IS NULL"
+    " AND verdict IN ('fire', 'approved') ORDER BY created"
+)
+SAVE_REACTOR_STATE = "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)"
+LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
