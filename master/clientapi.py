@@ -44,15 +44,25 @@ class ClientApi:
     # -- socket ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        open_to_acl = bool(self.acl)
         self.sock_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.sock_dir, 0o755 if open_to_acl else 0o700)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.server = await asyncio.start_unix_server(
             self._serve, path=str(self.path), limit=1 << 20
         )
+        self._set_modes()
+
+    def _set_modes(self) -> None:
+        open_to_acl = bool(self.acl)
+        os.chmod(self.sock_dir, 0o755 if open_to_acl else 0o700)
         os.chmod(self.path, 0o666 if open_to_acl else 0o600)
+
+    def set_acl(self, acl: dict[str, list[str]]) -> str:
+        """A reloaded ``client_acl``: new connections are judged by it (open ones keep the
+        caller they were identified as)."""
+        self.acl = acl
+        self._set_modes()
+        return f"client_acl: {len(acl)} users"
 
     async def stop(self) -> None:
         if self.server is not None:

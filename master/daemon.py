@@ -3,7 +3,7 @@ needs, wires them, and runs their loops under a supervisor; nothing imports it."
 
 import asyncio
 import logging
-import signal
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -13,7 +13,7 @@ from master.admission import KeyAdmission
 from master.bus import EventBus
 from master.clientapi import ClientApi
 from master.commit import Committer
-from master.config import MasterConfig
+from master.config import MasterConfig, load_master_config
 from master.fileserver import FileServer, FileServerError
 from master.functions import FunctionIndex
 from master.handlers import Batch, MinionHandlers
@@ -29,11 +29,13 @@ from master.reactor import Reactor
 from master.scheduler import Enforcer
 from master.stats import Refusals
 from master.store.sqlite import SqliteStore
-from master.supervisor import Supervisor
 from master.trust import TrustedGrains
 from master.zap import ZapHandler
+from reactors.rules import RuleError
 from reactors.shipped import SHIPPED_RULES, SHIPPED_RUNBOOKS
+from saline.daemon import run_service
 from saline.keys import KeyRing, ensure_dir, fingerprint, load_or_create_keypair
+from saline.supervisor import Supervisor
 from saline.transport import tcp_address
 from states.compiler import state_files
 
@@ -41,8 +43,18 @@ log = logging.getLogger(__name__)
 
 
 class Master:
-    def __init__(self, config: MasterConfig) -> None:
+    name = "master"
+
+    def __init__(
+        self,
+        config: MasterConfig,
+        config_path: Path | None = None,
+        log_level_fixed: bool = False,
+    ) -> None:
         self.config = config
+        #: where SIGHUP reloads from; the log level given on the command line stays
+        self.config_path = config_path
+        self.log_level_fixed = log_level_fixed
         ensure_dir(config.pki_dir)
         self.keypair = load_or_create_keypair(config.pki_dir, "master")
         self.keys = KeyRing(config.pki_dir)
@@ -111,7 +123,7 @@ class Master:
             state_exists=self._state_exists,
             ships_states=SHIPPED_RULES,  # its rules name saline's own state tree
         )
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(daemon="master")
         self.operations = Operations(
             job_timeout=config.job_timeout,
             max_jobs_per_user=config.max_jobs_per_user,
@@ -125,7 +137,16 @@ class Master:
             refusals=self.refusals,
             supervisor=self.supervisor,
         )
-        self.stopping = asyncio.Event()
+        self.api = ClientApi(
+            config.sock_dir,
+            config.client_socket,
+            config.client_acl,
+            self.operations.table,
+            self.refusals,
+        )
+        self.enforcer = Enforcer(config.schedule, self.jobs)
+        self._ctx: zmq.asyncio.Context | None = None
+        self._zap: ZapHandler | None = None
 
     def _send_job(self, minion_id: str, frame: bytes) -> bool:
         route = self.presence.route(minion_id)
@@ -175,29 +196,17 @@ class Master:
 
     # -- life cycle --------------------------------------------------------------------
 
-    async def serve(self) -> None:
+    async def start(self, supervisor: Supervisor) -> None:
         config = self.config
-        ctx = zmq.asyncio.Context()
-        zap = ZapHandler(ctx, self.keys, self.refusals, self.admission)
+        self._ctx = zmq.asyncio.Context()
+        self._zap = ZapHandler(self._ctx, self.keys, self.refusals, self.admission)
         address = tcp_address(config.interface, config.port)
-        self.socket.bind(ctx, self.keypair, address, config.max_frame_bytes)
-        api = ClientApi(
-            config.sock_dir,
-            config.client_socket,
-            config.client_acl,
-            self.operations.table,
-            self.refusals,
-        )
-        await api.start()
-        enforcer = Enforcer(config.schedule, self.jobs)
-        enforcer.start()
+        self.socket.bind(self._ctx, self.keypair, address, config.max_frame_bytes)
+        await self.api.start()
+        self.enforcer.start()
         if config.auto_accept:
             log.warning("auto_accept is ON: every new minion key is trusted. Labs only!")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        supervisor = self.supervisor
-        supervisor.start("zap", zap.serve)
+        supervisor.start("zap", self._zap.serve)
         supervisor.start("receive", self._receive_loop)
         supervisor.start("presence", self._presence_loop)
         supervisor.start("monitor", self._monitor_loop)
@@ -209,19 +218,48 @@ class Master:
             fingerprint(self.keypair.public),
             config.client_socket,
         )
+
+    def reload(self) -> list[str]:
+        """SIGHUP: rules and runbooks, the schedule, client_acl and the log level."""
+        if self.config_path is None:
+            return ["no config file to reload from"]
+        new, _ = load_master_config(str(self.config_path))  # a bad file: nothing changes
+        said = []
+        runbook_roots = [*new.runbook_roots, SHIPPED_RUNBOOKS]
         try:
-            await self.stopping.wait()
-        finally:
-            enforcer.stop()
-            self.reactor.stop()
-            await supervisor.stop()
-            await api.stop()
-            self.socket.close()
-            zap.close()
-            ctx.term()
-            self.store.close()
-            log.info("master stopped")
+            said.append(self.reactor.reload([SHIPPED_RULES, *new.reactor_dirs], runbook_roots))
+            self.operations.runbook_roots = runbook_roots
+        except RuleError as e:
+            said.append(str(e))
+        said.append(self.enforcer.replace(new.schedule))
+        said.append(self.api.set_acl(new.client_acl))
+        if self.log_level_fixed:
+            said.append("log level kept (given on the command line)")
+        else:
+            logging.getLogger().setLevel(new.log_level.upper())
+            said.append(f"log level {new.log_level}")
+        live = {"reactor_dirs", "runbook_roots", "schedule", "client_acl", "log_level"}
+        old_rest = self.config.model_dump(exclude=live)
+        changed = sorted(k for k, v in new.model_dump(exclude=live).items() if old_rest[k] != v)
+        if changed:
+            said.append(f"a restart is needed for: {', '.join(changed)}")
+        return said
+
+    async def stop(self) -> None:
+        self.enforcer.stop()
+        self.reactor.stop()
+        await self.api.stop()
+        self.socket.close()
+        if self._zap is not None:
+            self._zap.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        self.store.close()
 
 
-def run_master(config: MasterConfig) -> None:
-    asyncio.run(Master(config).serve())
+def run_master(
+    config: MasterConfig, config_path: Path | None = None, log_level_fixed: bool = False
+) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads what can change live from ``config_path``."""
+    master = Master(config, config_path, log_level_fixed)
+    asyncio.run(run_service(master, master.supervisor))

@@ -58,11 +58,11 @@ from master.jobs import JobManager, JobRequest
 from master.reactor import Reactor
 from master.stats import Refusals
 from master.store.base import Chain, EventRecord, ReactionRecord, Store
-from master.supervisor import Supervisor
 from reactors.orchestrate import run_runbook
 from reactors.runbook import RunbookError, find_runbook, load_runbook
 from saline.keys import KeyState
 from saline.shellwords import refusal
+from saline.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,10 @@ class Reactor:
         self.bus = bus
         self.inventory = inventory
         self.max_depth = max_depth
-        self._load: Callable[[], Policy] = lambda: load_policy(
-            [p for p in rule_paths if p.is_dir()], runbook_roots, state_exists, ships_states
-        )
-        self.policy = self._load()  # a bad rule stops the start, naming file and line
+        self.state_exists = state_exists
+        self.ships_states = ships_states
+        self.rule_paths, self.runbook_roots = rule_paths, runbook_roots
+        self.policy = self._load(rule_paths, runbook_roots)  # a bad rule stops the start
         self.state = ReactorState.model_validate(store.load_reactor_state() or {})
         self.observations = Observations()
         self.executor = ReactionExecutor(
@@ -77,13 +77,22 @@ class Reactor:
 
     # -- operator controls ---------------------------------------------------------------
 
-    def reload(self) -> str:
-        """Load rules and runbooks again; a bad one keeps the old. :raises RuleError: why."""
+    def _load(self, rule_paths: list[Path], runbook_roots: list[Path]) -> Policy:
+        rule_dirs = [p for p in rule_paths if p.is_dir()]
+        return load_policy(rule_dirs, runbook_roots, self.state_exists, self.ships_states)
+
+    def reload(
+        self, rule_paths: list[Path] | None = None, runbook_roots: list[Path] | None = None
+    ) -> str:
+        """Load rules and runbooks again (from new places, when given); a bad one keeps the
+        old. :raises RuleError: why."""
+        rule_paths = rule_paths or self.rule_paths
+        runbook_roots = runbook_roots or self.runbook_roots
         try:
-            policy = self._load()
+            policy = self._load(rule_paths, runbook_roots)
         except RuleError as e:
             raise RuleError(f"kept the {len(self.rules)} loaded rules: {e}") from e
-        self.policy = policy
+        self.policy, self.rule_paths, self.runbook_roots = policy, rule_paths, runbook_roots
         return f"loaded {len(policy.rules)} rules, {len(policy.runbooks)} runbooks"
 
     def pause(self, paused: bool) -> None:

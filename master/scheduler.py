@@ -27,6 +27,12 @@ class Enforcer:
         self._running: set[asyncio.Task[object]] = set()
 
     def start(self) -> None:
+        self._add_jobs()
+        if self.schedule:
+            self.scheduler.start()
+            log.info("schedule: %s", ", ".join(e.name for e in self.schedule))
+
+    def _add_jobs(self) -> None:
         for entry in self.schedule:
             self.scheduler.add_job(
                 self.fire,
@@ -36,9 +42,18 @@ class Enforcer:
                 max_instances=1,
                 coalesce=True,
             )
-        if self.schedule:
-            self.scheduler.start()
-            log.info("schedule: %s", ", ".join(e.name for e in self.schedule))
+
+    def replace(self, schedule: list[ScheduleEntry]) -> str:
+        """A reloaded ``schedule:``: entries run on their new intervals from now on."""
+        for entry in self.schedule:
+            if self.scheduler.get_job(entry.name) is not None:
+                self.scheduler.remove_job(entry.name)
+        self.schedule = schedule
+        if self.scheduler.running:
+            self._add_jobs()
+        else:
+            self.start()
+        return f"schedule: {len(schedule)} entries"
 
     async def fire(self, entry: ScheduleEntry) -> None:
         """One scheduled run: a state job like any other, supervised to its end."""

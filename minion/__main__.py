@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from saline.logs import setup_logging
 
     try:
-        config, _ = load_minion_config(args.config)
+        config, path = load_minion_config(args.config)
         # first thing after loading: beacons, jobs and their commands read os.environ
         apply_env(config)
         setup_logging(args.log_level or config.log_level, config.log_file, "saline-minion")
-        run_minion(config)
+        run_minion(config, path, log_level_fixed=bool(args.log_level))
     except SalineError as e:
         print(f"saline-minion: error: {e}", file=sys.stderr)
         return 1

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import signal
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +24,7 @@ import saline
 from minion.beacons.base import BeaconContext
 from minion.beacons.runner import BeaconRunner
 from minion.channel import ChannelError
-from minion.config import MinionConfig
+from minion.config import MinionConfig, load_minion_config
 from minion.executor import execute
 from minion.grains import collect_grains, minion_id
 from minion.modules import registry
@@ -35,6 +34,7 @@ from minion.plugins import load_beacons, load_modules
 from minion.services.select import select_provider
 from minion.spool import event_spool, return_spool
 from saline.codec import decode_from_master, encode
+from saline.daemon import run_service
 from saline.errors import KeyRingError, ProtocolError
 from saline.keys import check_public_key, fingerprint, is_public_key, load_or_create_keypair
 from saline.protocol import (
@@ -55,6 +55,7 @@ from saline.protocol import (
     Return,
     Welcome,
 )
+from saline.supervisor import Supervisor
 from saline.transport import connect_dealer, tcp_address
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,18 @@ def master_public_key(config: MinionConfig) -> str:
 
 
 class Minion:
-    def __init__(self, config: MinionConfig) -> None:
+    name = "minion"
+
+    def __init__(
+        self,
+        config: MinionConfig,
+        config_path: Path | None = None,
+        log_level_fixed: bool = False,
+    ) -> None:
         self.config = config
+        #: where SIGHUP reloads from; the log level given on the command line stays
+        self.config_path = config_path
+        self.log_level_fixed = log_level_fixed
         self.id = minion_id(config)
         self.master_pub = master_public_key(config)
         self.keypair = load_or_create_keypair(config.pki_dir, "minion")
@@ -115,9 +126,8 @@ class Minion:
             services=services,
             functions=registry(load_modules()),  # plugins too; a broken one stops the start
         )
-        self.beacons = BeaconRunner(
-            config.beacons, BeaconContext(self.id, services), self.emit_beacon, load_beacons()
-        )
+        beacon_ctx = BeaconContext(self.id, services, functions=self.ctx.functions)
+        self.beacons = BeaconRunner(config.beacons, beacon_ctx, self.emit_beacon, load_beacons())
         self.spool = return_spool(config.cachedir / "spool", config.max_frame_bytes)
         self.events = event_spool(config.cachedir / "spool" / "events", config.max_frame_bytes)
         self._event_ids = itertools.count()
@@ -127,7 +137,8 @@ class Minion:
         self._jobs: set[asyncio.Task[None]] = set()
         self._requests: dict[int, asyncio.Future[FileReply | PillarReply]] = {}
         self._request_ids = itertools.count()
-        self.stopping = asyncio.Event()
+        self._ctx: zmq.asyncio.Context | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
 
     def send(self, message: BaseModel) -> None:
         assert self.sock is not None
@@ -304,58 +315,70 @@ class Minion:
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self.state = LinkState.CONNECTING
 
-    async def serve(self) -> None:
-        ctx = zmq.asyncio.Context()
+    async def start(self, supervisor: Supervisor) -> None:
+        self._ctx = zmq.asyncio.Context()
         address = tcp_address(self.config.master, self.config.master_port)
         self.sock = connect_dealer(
-            ctx, self.keypair, self.master_pub, address, self.config.max_frame_bytes
+            self._ctx, self.keypair, self.master_pub, address, self.config.max_frame_bytes
         )
-        monitor = self.sock.get_monitor_socket(
+        monitor = self._monitor = self.sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        tasks = [
-            asyncio.create_task(c)
-            for c in (
-                self._receive_loop(),
-                self._timer_loop(),
-                self._monitor_loop(monitor),
-                self.beacons.run(),
-            )
-        ]
+        supervisor.start("receive", self._receive_loop)
+        supervisor.start("timer", self._timer_loop)
+        supervisor.start("monitor", lambda: self._monitor_loop(monitor))
+        supervisor.start("beacons", self.beacons.run)
         log.info(
             "minion %s connecting to %s (key %s)",
             self.id,
             address,
             fingerprint(self.keypair.public),
         )
-        try:
-            done, _ = await asyncio.wait(
-                [asyncio.create_task(self.stopping.wait()), *tasks],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            if self.state is LinkState.READY:
-                self.send(Bye(id=self.id))
-                # give the bye a moment on the wire; LINGER 0 would drop it
-                with contextlib.suppress(zmq.ZMQError):
-                    self.sock.setsockopt(zmq.LINGER, 500)
-        finally:
-            for task in (*tasks, *self._jobs):
-                task.cancel()
+
+    def reload(self) -> list[str]:
+        """SIGHUP: the log level (the rest of the config needs a restart, and says so)."""
+        if self.config_path is None:
+            return ["no config file to reload from"]
+        new, _ = load_minion_config(str(self.config_path))  # a bad file: nothing changes
+        said = []
+        if self.log_level_fixed:
+            said.append("log level kept (given on the command line)")
+        else:
+            logging.getLogger().setLevel(new.log_level.upper())
+            said.append(f"log level {new.log_level}")
+        old_rest = self.config.model_dump(exclude={"log_level"})
+        changed = sorted(
+            k for k, v in new.model_dump(exclude={"log_level"}).items() if old_rest[k] != v
+        )
+        if changed:
+            said.append(f"a restart is needed for: {', '.join(changed)}")
+        return said
+
+    async def stop(self) -> None:
+        if self.sock is None:
+            return
+        if self.state is LinkState.READY:
+            self.send(Bye(id=self.id))
+            # give the bye a moment on the wire; LINGER 0 would drop it
             with contextlib.suppress(zmq.ZMQError):
-                self.sock.disable_monitor()
-            monitor.close()
-            self.sock.close()
-            ctx.term()
-            log.info("minion %s stopped", self.id)
+                self.sock.setsockopt(zmq.LINGER, 500)
+        for task in self._jobs:
+            task.cancel()
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        if self._monitor is not None:
+            self._monitor.close()
+        self.sock.close()
+        if self._ctx is not None:
+            self._ctx.term()
 
 
-def run_minion(config: MinionConfig) -> None:
-    """Run until SIGTERM/SIGINT. :raises SalineError: on a fatal set-up problem (keys...)."""
-    minion = Minion(config)
-    asyncio.run(minion.serve())
+def run_minion(
+    config: MinionConfig, config_path: Path | None = None, log_level_fixed: bool = False
+) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads what can change live from ``config_path``.
+
+    :raises SalineError: on a fatal set-up problem (keys...).
+    """
+    minion = Minion(config, config_path, log_level_fixed)
+    asyncio.run(run_service(minion))

@@ -13,9 +13,9 @@ def master(ctx: click.Context) -> None:
     from master.config import load_master_config
     from master.daemon import run_master
 
-    config, _ = load_master_config(obj(ctx).get("config_path"))
+    config, path = load_master_config(obj(ctx).get("config_path"))
     setup_logging(obj(ctx).get("log_level") or config.log_level, config.log_file, "saline-master")
-    run_master(config)
+    run_master(config, path, log_level_fixed=bool(obj(ctx).get("log_level")))
 
 
 @click.command()
@@ -25,6 +25,6 @@ def minion(ctx: click.Context) -> None:
     from minion.config import load_minion_config
     from minion.daemon import run_minion
 
-    config, _ = load_minion_config(obj(ctx).get("config_path"))
+    config, path = load_minion_config(obj(ctx).get("config_path"))
     setup_logging(obj(ctx).get("log_level") or config.log_level, config.log_file, "saline-minion")
-    run_minion(config)
+    run_minion(config, path, log_level_fixed=bool(obj(ctx).get("log_level")))

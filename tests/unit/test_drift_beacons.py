@@ -497,7 +497,9 @@ def test_main_applies_env_before_the_minion_runs(
 ) -> None:
     monkeypatch.setenv(SHIM, "inherited")
     seen: list[str | None] = []
-    monkeypatch.setattr(minion.daemon, "run_minion", lambda config: seen.append(os.getenv(SHIM)))
+    monkeypatch.setattr(
+        minion.daemon, "run_minion", lambda config, *_, **__: seen.append(os.getenv(SHIM))
+    )
     monkeypatch.setattr(saline.logs, "setup_logging", lambda *args: None)
     path = minion_config(tmp_path, {SHIM: "/lab/be1/ctl"})
     assert minion_main.main(["-c", str(path)]) == 0

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from master.supervisor import Supervisor
+from saline.supervisor import Supervisor
 
 
 async def _wait(predicate: object, timeout: float = 5.0) -> None:

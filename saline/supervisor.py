@@ -1,7 +1,8 @@
-"""Keep the master's internal loops running: a loop that raises is logged and restarted.
+"""Keep a daemon's loops running: a loop that raises is logged and restarted.
 
-The master is a handful of endless loops (socket, ZAP, presence, monitor, reactor). A bug
-or a failing store write in one of them must not end the daemon, and must not go unseen:
+Master and minion are each a handful of endless loops (the master's socket, ZAP, presence,
+reactor; the minion's socket, timers, beacons). A bug or a failing store write in one of
+them must not end the daemon, and must not go unseen:
 each failure is logged with its traceback, counted per task and shown by ``saline status``;
 the task restarts after a back-off that doubles per consecutive failure (capped), and a
 task that then runs ``healthy_after`` seconds without failing starts again from the
@@ -44,8 +45,10 @@ class Supervisor:
         max_backoff: float = 30.0,
         healthy_after: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        daemon: str = "master",
     ) -> None:
         self._sleep = sleep
+        self.daemon = daemon
         self.first_backoff = first_backoff
         self.max_backoff = max_backoff
         self.healthy_after = healthy_after
@@ -69,12 +72,12 @@ class Supervisor:
                 raise
             except Exception as e:
                 reason = f"{type(e).__name__}: {str(e)[:500]}"
-                log.exception("master task %s failed", name)
+                log.exception("%s task %s failed", self.daemon, name)
             if time.monotonic() - started >= self.healthy_after:
                 backoff = self.first_backoff
             health.restarts += 1
             health.last_error, health.last_failure = reason, time.time()
-            log.error("restarting master task %s in %.1fs (%s)", name, backoff, reason)
+            log.error("restarting %s task %s in %.1fs (%s)", self.daemon, name, backoff, reason)
             await self._sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
