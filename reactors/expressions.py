@@ -9,7 +9,6 @@ strict (a misspelt ``event.data.nmae`` is an error, not an empty string).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -20,7 +19,7 @@ from jinja2.parser import Parser
 
 from reactors.checks import CheckError, call_problem
 from saline.errors import SalineError
-from saline.templating import RULE_TEMPLATES
+from saline.templating import RULE_TEMPLATES, compile_expression, compile_template
 
 __all__ = [
     "ExpressionError",
@@ -95,19 +94,17 @@ def _check_problem(tree: nodes.Node) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)
 def _compile_expression(source: str) -> Callable[..., Any]:
-    # every event evaluates the same few conditions: compile each once
+    # every event evaluates the same few conditions: compiled once (cached in templating)
     try:
-        return _ENV.compile_expression(source, undefined_to_none=False)
+        return compile_expression(_ENV, source)
     except jinja2.TemplateSyntaxError as e:
         raise ExpressionError(f"expression syntax error: {e.message}") from e
 
 
-@functools.lru_cache(maxsize=1024)
 def _compile_template(source: str) -> jinja2.Template:
     try:
-        return _ENV.from_string(source)
+        return compile_template(_ENV, source)
     except jinja2.TemplateSyntaxError as e:
         raise ExpressionError(f"template syntax error (line {e.lineno}): {e.message}") from e
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from minion.modules.base import Context
 from saline.errors import ExecutionError
+from saline.masking import Masker
 
 DEFAULT_LAG_BYTES = 50 * 1024 * 1024
 
@@ -118,9 +119,7 @@ def _connect(
             application_name="saline",
         )
     except psycopg2.Error as exc:
-        message = str(exc).strip()
-        if password:
-            message = message.replace(password, "***")
+        message = Masker([password] if password else []).text(str(exc).strip())
         raise ExecutionError(f"cannot connect to PostgreSQL at {host}:{port}: {message}") from None
     conn.autocommit = True
     return conn
