@@ -13,66 +13,29 @@ has the wrong type, or takes a name already in use raises :class:`PluginError` w
 minion starts: plugins never vanish silently.
 """
 
-from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
-from typing import Any, TypeVar
 
 from minion.beacons.base import Beacon
 from minion.beacons.registry import BEACONS
 from minion.modules import MODULES
 from saline.errors import SalineError
+from saline.plugins import load_entry_points
 
 BEACON_GROUP = "saline.beacons"
 MODULE_GROUP = "saline.modules"
-
-T = TypeVar("T")
 
 
 class PluginError(SalineError):
     """A plugin failed to load (message names the distribution and the entry point)."""
 
 
-def _origin(ep: EntryPoint) -> str:
-    dist = ep.dist
-    name = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
-    return f"plugin {name}, entry point {ep.group}:{ep.name} = {ep.value}"
-
-
-def _load(
-    group: str, builtins: Mapping[str, T], check: Callable[[object], str | None]
-) -> dict[str, T]:
-    """Built-ins plus every entry point of ``group``, each vetted by ``check``.
-
-    ``check`` returns None for an acceptable object, else what is wrong with it.
-    """
-    found: dict[str, T] = dict(builtins)
-    origins: dict[str, str] = {}
-    for ep in entry_points(group=group):
-        origin = _origin(ep)
-        if ep.name in builtins:
-            raise PluginError(f"{origin}: name {ep.name!r} is taken by a built-in")
-        if ep.name in origins:
-            raise PluginError(f"{origin}: name {ep.name!r} is taken by {origins[ep.name]}")
-        try:
-            obj: Any = ep.load()
-        except Exception as exc:
-            raise PluginError(f"{origin}: import failed: {type(exc).__name__}: {exc}") from exc
-        problem = check(obj)
-        if problem is not None:
-            raise PluginError(f"{origin}: {problem}")
-        found[ep.name] = obj
-        origins[ep.name] = origin
-    return found
-
-
-def _check_beacon(obj: object) -> str | None:
+def _check_beacon(name: str, obj: object) -> str | None:
     if not (isinstance(obj, type) and issubclass(obj, Beacon)):
         return f"expected a subclass of minion.beacons.base.Beacon, got {obj!r}"
     return None
 
 
-def _check_module(obj: object) -> str | None:
+def _check_module(name: str, obj: object) -> str | None:
     if not isinstance(obj, ModuleType):
         return f"expected a module, got {obj!r}"
     table = getattr(obj, "FUNCTIONS", None)
@@ -90,7 +53,7 @@ def load_beacons() -> dict[str, type[Beacon]]:
     :raises PluginError: for the first plugin that fails to import, is not a ``Beacon``
         subclass, or reuses a name.
     """
-    return _load(BEACON_GROUP, BEACONS, _check_beacon)
+    return load_entry_points(BEACON_GROUP, BEACONS, _check_beacon, PluginError)
 
 
 def load_modules() -> dict[str, ModuleType]:
@@ -99,4 +62,4 @@ def load_modules() -> dict[str, ModuleType]:
     :raises PluginError: for the first plugin that fails to import, is not a module with a
         ``FUNCTIONS`` dict of callables, or reuses a name.
     """
-    return _load(MODULE_GROUP, MODULES, _check_module)
+    return load_entry_points(MODULE_GROUP, MODULES, _check_module, PluginError)

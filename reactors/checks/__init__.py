@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterable, Mapping
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ import jinja2
 from reactors.checks import chef
 from reactors.checks.base import Check, CheckError, CheckResult
 from reactors.view import ClusterView
+from saline.plugins import load_entry_points
 
 __all__ = [
     "CHECKS",
@@ -66,12 +67,6 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
 # --- the registry -----------------------------------------------------------------------------
 
 
-def _origin(ep: EntryPoint) -> str:
-    dist = ep.dist
-    name = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
-    return f"check plugin {name}, entry point {ep.group}:{ep.name} = {ep.value}"
-
-
 def load_checks(
     found: Iterable[EntryPoint] | None = None, builtins: Mapping[str, Check] = CHECKS
 ) -> dict[str, Check]:
@@ -82,25 +77,15 @@ def load_checks(
         not named like an identifier (``check.NAME`` must be able to reach it), or reuses a
         name; the message names the distribution and the entry point.
     """
-    table: dict[str, Check] = dict(builtins)
-    origins: dict[str, str] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP) if found is None else found:
-        origin = _origin(ep)
-        if not ep.name.isidentifier() or ep.name.startswith("_"):
-            raise CheckError(f"{origin}: {ep.name!r} is not a check name (letters, digits, _)")
-        if ep.name in builtins:
-            raise CheckError(f"{origin}: name {ep.name!r} is taken by a built-in check")
-        if ep.name in origins:
-            raise CheckError(f"{origin}: name {ep.name!r} is taken by {origins[ep.name]}")
-        try:
-            obj: Any = ep.load()
-        except Exception as exc:
-            raise CheckError(f"{origin}: import failed: {type(exc).__name__}: {exc}") from exc
-        if not callable(obj):
-            raise CheckError(f"{origin}: expected a function (view, ...) -> result, got {obj!r}")
-        table[ep.name] = obj
-        origins[ep.name] = origin
-    return table
+    return load_entry_points(ENTRY_POINT_GROUP, builtins, _vet, CheckError, found)
+
+
+def _vet(name: str, obj: object) -> str | None:
+    if not name.isidentifier() or name.startswith("_"):
+        return f"{name!r} is not a check name (letters, digits, _)"
+    if not callable(obj):
+        return f"expected a function (view, ...) -> result, got {obj!r}"
+    return None
 
 
 @functools.cache

@@ -205,7 +205,7 @@ def test_a_bad_plugin_fails_loudly_naming_it(
 def test_two_plugins_cannot_share_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
     mod = _plugin_module(monkeypatch, frontends_online=frontends_online)
     twice = [_ep("fo", f"{mod}:frontends_online"), _ep("fo", f"{mod}:frontends_online")]
-    with pytest.raises(CheckError, match=r"name 'fo' is taken by check plugin"):
+    with pytest.raises(CheckError, match=r"name 'fo' is taken by plugin .*saline.checks:fo"):
         load_checks(twice)
 
 
