@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= /tmp/saline-demo
 CHEF_DEMO_DIR ?= /tmp/saline-chef-demo
 
-.PHONY: setup system lint typecheck unit test demo bench clean
+.PHONY: setup system lint typecheck unit test demo bench man clean
 
 # Debian packages the tests run for real: PostgreSQL 15 (replication checks) and etcd.
 PG_BIN := /usr/lib/postgresql/15/bin
@@ -71,5 +71,9 @@ bench: setup
 	$(BIN)/python tests/bench/fuzz.py --frames 100000 --json bench-fuzz.json
 	$(BIN)/python tests/bench/soak.py --minutes 15 --json bench-soak.json
 
+# saline(1) from the CLI's own help: `man -l build/man/saline.1`
+man: setup
+	$(BIN)/python -m saline.cli.manpage -o build/man/saline.1
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build/man

@@ -32,9 +32,13 @@ class RunRequest(Request):
     fun: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: seconds the client waits for the returns (None: the master's job_timeout); the job
+    #: goes on after that, each function up to its own time limit (``timeout=`` in kwargs)
     timeout: float | None = Field(default=None, gt=0, le=86400)
     #: at most N minions at a time, or "N%" of those reached
     batch: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=_SHARE)] | None = None
+    #: seconds a slot of the batch stays empty after a minion returns (``--batch-wait``)
+    batch_wait: float | None = Field(default=None, ge=0, le=3600)
     #: kwarg names (or positions, as digits) whose values are secrets: never stored or shown
     secret: list[str] = Field(default_factory=list, max_length=64)
     #: answer with the jid at once; the job goes on (``saline jobs wait JID``)
@@ -42,7 +46,17 @@ class RunRequest(Request):
 
 
 class JobsListRequest(Request):
+    """The newest ``limit`` jobs passing the filters (a filter left None filters nothing)."""
+
     limit: int = Field(default=50, ge=1, le=10_000)
+    #: a glob on the function (``state.*``)
+    fun: str | None = Field(default=None, min_length=1, max_length=256)
+    #: a glob on the target as it was given (``be*``)
+    target: str | None = Field(default=None, min_length=1, max_length=4096)
+    #: the user who started the job
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    #: True: only jobs in test mode (``test=true``); False: only the others
+    test: bool | None = None
 
 
 class JobShowRequest(Request):
@@ -106,7 +120,12 @@ class Done(Reply):
     minions: list[str] = []
     succeeded: list[str] = []
     failed: list[str] = []
+    #: no return in time: killed at the function's time limit, or (see ``running``) still
+    #: running when the client stopped waiting
     timed_out: list[str] = []
+    #: still running (or waiting for their turn) when the client stopped waiting: the job
+    #: goes on (``saline jobs wait JID``)
+    running: list[str] = []
     not_reached: list[str] = []
 
 
@@ -295,3 +314,9 @@ class Status(Result):
     observations: dict[str, dict[str, Any]]
     tasks: dict[str, Any]
     reactor: ReactorStatus
+
+
+class Functions(Result):
+    """The execution functions the online minions' hellos listed (that the caller may run)."""
+
+    functions: list[str]

@@ -41,6 +41,10 @@ class MasterConfig(BaseModel):
     pki_dir: Path = Path("/etc/saline/pki/master")
     #: job store (SQLite, WAL) and other state
     data_dir: Path = Path("/var/lib/saline/master")
+    #: where jobs, returns, events and the reactor's trail live: ``sqlite`` (the embedded
+    #: default, in data_dir), a ``postgresql://`` URL (shared by several masters), or the
+    #: absolute path of a file holding one (readable by the master's user only)
+    store: str = Field(default="sqlite", pattern=r"^(sqlite|postgres(ql)?://.+|/.+)$")
     #: directory of the local client socket (0700 unless client_acl opens it)
     sock_dir: Path = Path(DEFAULT_SOCK_DIR)
     log_file: Path | None = None

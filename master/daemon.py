@@ -28,7 +28,7 @@ from master.ratelimit import RateLimiter
 from master.reactor import Reactor
 from master.scheduler import Enforcer
 from master.stats import Refusals
-from master.store.sqlite import SqliteStore
+from master.store.open import open_store
 from master.trust import TrustedGrains
 from master.zap import ZapHandler
 from reactors.rules import RuleError
@@ -40,6 +40,10 @@ from saline.transport import tcp_address
 from states.compiler import state_files
 
 log = logging.getLogger(__name__)
+
+#: failed handshakes logged one by one: a burst, then this many a second
+HANDSHAKE_LOG_BURST = 20
+HANDSHAKE_LOG_RATE = 1.0
 
 
 class Master:
@@ -59,7 +63,7 @@ class Master:
         self.keypair = load_or_create_keypair(config.pki_dir, "master")
         self.keys = KeyRing(config.pki_dir)
         self.refusals = Refusals()
-        self.store = SqliteStore(config.store_path)
+        self.store = open_store(config)
         self.bus = EventBus(self.store)
         self.presence = Presence(config.presence_timeout)
         self.inventory = Inventory(self.keys, self.presence, self.store)
@@ -119,7 +123,6 @@ class Master:
             rule_paths=[SHIPPED_RULES, *config.reactor_dirs],
             runbook_roots=runbook_roots,
             max_depth=config.reactor_max_depth,
-            job_timeout=config.job_timeout,
             state_exists=self._state_exists,
             ships_states=SHIPPED_RULES,  # its rules name saline's own state tree
         )
@@ -190,9 +193,18 @@ class Master:
             )
 
     async def _monitor_loop(self) -> None:
-        """Count handshakes that failed: garbage, plain-text peers, wrong server key."""
+        """Count and log handshakes that failed (garbage, plain-text peers, a wrong server
+        key), each with its peer: one line per failure up to a rate, then one line per
+        flood (the counter in ``saline status`` keeps every one)."""
+        lines = RateLimiter(HANDSHAKE_LOG_RATE, HANDSHAKE_LOG_BURST)
         while True:
-            self.refusals.count("handshake_failed", await self.socket.handshake_failure())
+            detail = await self.socket.handshake_failure()
+            self.refusals.counts["handshake_failed"] += 1
+            logged, flood = lines.take("*")
+            if logged:
+                log.warning("refused (handshake_failed): %s", detail)
+            elif flood:
+                log.warning("handshake failures arrive faster than logged: counted only")
 
     # -- life cycle --------------------------------------------------------------------
 

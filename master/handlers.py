@@ -200,6 +200,7 @@ class MinionHandlers:
             return
         if msg.functions:
             self.functions.update(msg.id, frozenset(msg.functions))
+        self.jobs.declare_limits(msg.id, msg.timeouts, msg.max_function_timeout)
         self.inventory.hello(msg.id, msg.grains)
         if self.inventory.presence.start(msg.id, peer.route):
             log.info("minion %s connected (saline %s)", msg.id, msg.version[:32] or "?")

@@ -29,7 +29,7 @@ class MasterJobRunner:
         fun: str,
         args: list[Any],
         kwargs: dict[str, Any],
-        timeout: float,
+        timeout: float | None,
     ) -> ActiveJob:
         request = JobRequest(
             target, tgt_type, fun, args, kwargs, timeout, None, self.user, chain=self.chain

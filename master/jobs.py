@@ -3,6 +3,18 @@
 A job is sent only to the minions its target matched and that are online; matched but
 offline minions are reported as not reached at once. Each minion has its own deadline,
 counted from the moment the job was sent to it, so ``--batch`` never eats the timeout.
+
+That deadline is the function's time limit on that minion plus ``DEADLINE_MARGIN`` (sooner
+when the minion goes offline meanwhile), never a client's patience: a client that stops
+waiting (``saline run -t``) leaves the job running to its end. The limit is the job's
+``timeout=`` when it gives one, else the function's declared default as the minion's hello
+reported it (``declare_limits``), else ``DEFAULT_FUNCTION_TIMEOUT``; the minion's
+``max_function_timeout`` caps it. For a minion that reported nothing, the master assumes
+``DEFAULT_MAX_FUNCTION_TIMEOUT``. A return saying the minion killed the function at its
+limit counts as timed out.
+
+With ``batch_wait`` (SaltStack's ``--batch-wait``), a slot of the batch freed by a return
+stays empty that many seconds before the next minion starts in it.
 """
 
 import asyncio
@@ -11,7 +23,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -30,7 +42,14 @@ from master.store.base import Chain, EventRecord, JobRecord, ReturnRecord, Store
 from saline.codec import encode
 from saline.jid import new_jid
 from saline.masking import redact_arguments
-from saline.protocol import Job
+from saline.protocol import (
+    DEFAULT_FUNCTION_TIMEOUT,
+    DEFAULT_MAX_FUNCTION_TIMEOUT,
+    KILL_GRACE,
+    MAX_FUNCTION_TIMEOUT,
+    Job,
+    killed_at_time_limit,
+)
 from saline.targeting import match_minions
 
 log = logging.getLogger(__name__)
@@ -40,6 +59,9 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0
 #: jobs whose targets are kept in memory (older ones are looked up in the store)
 RECENT_JOBS = 20_000
+#: seconds the master waits for a return beyond the function's time limit: the grace a
+#: function past its limit has to stop (``KILL_GRACE``), and the return's way back
+DEADLINE_MARGIN = KILL_GRACE + 5.0
 
 
 class Outcome(StrEnum):
@@ -56,7 +78,8 @@ class JobRequest:
     fun: str
     args: list[Any]
     kwargs: dict[str, Any]
-    timeout: float
+    #: the function's time limit on each minion (None: the function's declared default)
+    timeout: float | None
     #: at most this many minions at a time: a count, or "25%" of those reached
     batch: int | str | None
     user: str
@@ -64,6 +87,18 @@ class JobRequest:
     secret: tuple[str, ...] = ()
     #: the reaction that asks for it (empty for operators and the schedule)
     chain: Chain = field(default_factory=Chain)
+    #: seconds a slot of the batch stays empty after a minion returns
+    batch_wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a minion's hello said of its functions' time limits."""
+
+    #: the declared defaults (already capped), by function
+    timeouts: Mapping[str, float]
+    #: its max_function_timeout; None: not said
+    cap: float | None
 
 
 #: sends an encoded frame to one minion; False when the minion cannot be reached
@@ -75,6 +110,12 @@ class ActiveJob:
     record: JobRecord
     waiting: deque[str]
     batch: int
+    #: the job's own time limit (``timeout=``); None: each function's default
+    asked: float | None = None
+    #: seconds a freed slot stays empty before the next minion starts in it
+    batch_wait: float = 0.0
+    #: when each resting slot (freed, within its batch_wait) may take a minion again
+    resting: list[float] = field(default_factory=list)
     inflight: dict[str, float] = field(default_factory=dict)
     returns: dict[str, ReturnRecord] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -100,16 +141,30 @@ class ActiveJob:
             elapsed=round(elapsed, 1),
         )
 
-    def summary(self) -> Done:
+    def summary(self, stopped_waiting: bool = False) -> Done:
+        """The job by outcome. ``stopped_waiting``: for a client that waits no longer while
+        the job goes on; the minions still running it (or waiting for their turn) are
+        ``running``, and counted as timed out for that client."""
         by = {o: sorted(m for m, x in self.outcomes.items() if x is o) for o in Outcome}
+        running = sorted([*self.inflight, *self.waiting]) if stopped_waiting else []
         return Done(
             jid=self.record.jid,
             minions=self.record.minions,
             succeeded=by[Outcome.SUCCESS],
             failed=by[Outcome.FAILURE],
-            timed_out=by[Outcome.TIMED_OUT],
+            timed_out=sorted(by[Outcome.TIMED_OUT] + running),
+            running=running,
             not_reached=by[Outcome.NOT_REACHED],
         )
+
+    def slot_freed(self, now: float) -> None:
+        """A minion of this job ended: with ``batch_wait``, its slot rests first."""
+        if self.batch_wait > 0 and self.waiting:
+            self.resting.append(now + self.batch_wait)
+
+    def busy_slots(self, now: float) -> int:
+        self.resting = [t for t in self.resting if t > now]
+        return len(self.inflight) + len(self.resting)
 
 
 def batch_size(batch: int | str | None, reachable: int) -> int:
@@ -143,6 +198,29 @@ class JobManager:
         #: jid -> (function, targeted minions, chain) of recent jobs: whose returns to
         #: accept, and what their return and drift events carry
         self._recent: OrderedDict[str, tuple[str, frozenset[str], Chain]] = OrderedDict()
+        #: minion -> the time limits its hello reported
+        self.limits: dict[str, Limits] = {}
+
+    def declare_limits(
+        self, minion_id: str, timeouts: Mapping[str, float], cap: float | None
+    ) -> None:
+        """``minion_id`` said hello with its functions' declared time limits and its
+        max_function_timeout (a hello saying neither: nothing is known of it)."""
+        if timeouts or cap is not None:
+            self.limits[minion_id] = Limits(dict(timeouts), cap)
+        else:
+            self.limits.pop(minion_id, None)
+
+    def function_limit(self, minion_id: str, fun: str, asked: float | None) -> float:
+        """Seconds ``fun`` may run on ``minion_id`` under a job asking ``asked`` (None: the
+        function's default), as far as the master knows."""
+        known = self.limits.get(minion_id)
+        if known is None:
+            return asked if asked is not None else DEFAULT_MAX_FUNCTION_TIMEOUT
+        cap = known.cap if known.cap is not None else MAX_FUNCTION_TIMEOUT
+        if asked is not None:
+            return min(asked, cap)
+        return known.timeouts.get(fun, min(DEFAULT_FUNCTION_TIMEOUT, cap))
 
     def _remember(self, record: JobRecord) -> tuple[str, frozenset[str], Chain]:
         known = self._recent[record.jid] = (record.fun, frozenset(record.minions), record.chain)
@@ -181,6 +259,12 @@ class JobManager:
         reachable = [m for m in matched if m not in set(missing)]
         # stored, shown and logged without secret argument values; sent with them
         shown_args, shown_kwargs = redact_arguments(request.args, request.kwargs, request.secret)
+        # the longest the function may run on any of them: what the minions are told when
+        # the job asks no limit of its own (each applies its function's default below it)
+        limit = max(
+            (self.function_limit(m, request.fun, request.timeout) for m in reachable),
+            default=request.timeout or DEFAULT_FUNCTION_TIMEOUT,
+        )
         record = JobRecord(
             jid=new_jid(),
             fun=request.fun,
@@ -192,7 +276,7 @@ class JobManager:
             missing=missing,
             user=request.user,
             created=time.time(),
-            timeout=request.timeout,
+            timeout=limit,
             chain=request.chain,
         )
         self.store.save_job(record)  # durable before anything is sent
@@ -211,14 +295,21 @@ class JobManager:
         self.bus.publish_records(
             [EventRecord.caused(f"saline/job/{record.jid}/new", data, record.chain)]
         )
-        job = ActiveJob(record, deque(reachable), batch_size(request.batch, len(reachable)))
+        job = ActiveJob(
+            record,
+            deque(reachable),
+            batch_size(request.batch, len(reachable)),
+            asked=request.timeout,
+            batch_wait=request.batch_wait,
+        )
         job.frame = encode(
             Job(
                 jid=record.jid,
                 fun=record.fun,
                 args=request.args,
                 kwargs=request.kwargs,
-                timeout=record.timeout,
+                timeout=limit,
+                default_timeout=request.timeout is None,
             )
         )
         for minion_id in missing:
@@ -228,17 +319,20 @@ class JobManager:
         return job
 
     def dispatch(self, job: ActiveJob) -> None:
-        """Send to as many waiting minions as the batch size allows; a minion already
-        running ``max_per_minion`` jobs is skipped and stays waiting (queued)."""
+        """Send to as many waiting minions as the batch size allows (slots resting after
+        a return count as taken); a minion already running ``max_per_minion`` jobs is
+        skipped and stays waiting (queued)."""
         sent: list[str] = []
+        now = time.monotonic()
         for minion_id in list(job.waiting):
-            if len(job.inflight) >= job.batch:
+            if job.busy_slots(now) >= job.batch:
                 break
             if self.running[minion_id] >= self.max_per_minion:
                 continue
             job.waiting.remove(minion_id)
             if self.sender(minion_id, job.frame):
-                job.inflight[minion_id] = time.monotonic() + job.record.timeout
+                limit = self.function_limit(minion_id, job.record.fun, job.asked)
+                job.inflight[minion_id] = now + limit + DEADLINE_MARGIN
                 self.running[minion_id] += 1
                 sent.append(minion_id)
             else:
@@ -267,8 +361,11 @@ class JobManager:
             self.dispatch(job)
             while not job.finished:
                 now = time.monotonic()
-                # nothing in flight (all queued behind other jobs): wake for progress only
-                deadline = min(job.inflight.values(), default=now + PROGRESS_INTERVAL)
+                # nothing in flight (all queued behind other jobs): wake for progress only;
+                # a resting slot frees at its time
+                deadline = min(
+                    [*job.inflight.values(), *job.resting], default=now + PROGRESS_INTERVAL
+                )
                 wake = min(deadline, last_progress + PROGRESS_INTERVAL)
                 job.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -289,11 +386,14 @@ class JobManager:
         return summary
 
     def _expire(self, job: ActiveJob) -> None:
+        """Minions past their deadline, or lost (offline) while running the job: timed
+        out. A lost minion's return, should it come later, is still stored."""
         now = time.monotonic()
         for minion_id, deadline in list(job.inflight.items()):
-            if deadline <= now:
+            if deadline <= now or not self.inventory.online(minion_id):
                 del job.inflight[minion_id]
                 self._release(minion_id)
+                job.slot_freed(now)
                 job.outcomes[minion_id] = Outcome.TIMED_OUT
                 job.tell(MinionOutcome(type="timed_out", id=minion_id))
 
@@ -304,8 +404,14 @@ class JobManager:
             return
         del job.inflight[record.minion]
         self._release(record.minion)
+        job.slot_freed(time.monotonic())
         job.returns[record.minion] = record
-        job.outcomes[record.minion] = Outcome.SUCCESS if record.success else Outcome.FAILURE
+        if record.success:
+            job.outcomes[record.minion] = Outcome.SUCCESS
+        elif killed_at_time_limit(record.retcode, record.ret):
+            job.outcomes[record.minion] = Outcome.TIMED_OUT  # its return says so, and stays
+        else:
+            job.outcomes[record.minion] = Outcome.FAILURE
         if job.listeners:  # built only for someone waiting: returns come by the thousand
             job.tell(
                 Ret(

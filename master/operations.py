@@ -23,6 +23,7 @@ from master.client_models import (
     EventsRequest,
     Fired,
     FireRequest,
+    Functions,
     History,
     HistoryRow,
     JobAccepted,
@@ -54,13 +55,14 @@ from master.client_models import (
 from master.functions import FunctionIndex
 from master.inventory import Inventory
 from master.jobrunner import MasterJobRunner
-from master.jobs import JobManager, JobRequest
+from master.jobs import ActiveJob, JobManager, JobRequest
 from master.reactor import Reactor
 from master.stats import Refusals
-from master.store.base import Chain, EventRecord, ReactionRecord, Store
+from master.store.base import Chain, EventRecord, JobFilter, ReactionRecord, Store
 from reactors.orchestrate import run_runbook
 from reactors.runbook import RunbookError, find_runbook, load_runbook
 from saline.keys import KeyState
+from saline.protocol import timeout_keyword
 from saline.shellwords import refusal
 from saline.supervisor import Supervisor
 
@@ -139,11 +141,15 @@ class Operations:
             "reactor_approve": Operation(Role.ADMIN, ReactionRequest, self.reactor_approve),
             "reactor_reject": Operation(Role.ADMIN, ReactionRequest, self.reactor_reject),
             "orchestrate": Operation(Role.ADMIN, OrchestrateRequest, self.orchestrate),
+            "functions": Operation(Role.ACL, PlainRequest, self.list_functions),
         }
 
     # -- jobs ------------------------------------------------------------------------------
 
     async def run(self, caller: Caller, req: RunRequest, write: Write) -> None:
+        """Start a job and stream it to the client for ``req.timeout`` seconds at most (the
+        master's job_timeout by default); then the client gets a summary naming the
+        minions still running it, and the job goes on to its end without the client."""
         if not caller.may_run(req.fun):
             self.refusals.count("client_acl", f"{caller.user} may not run {req.fun}")
             await write(Error(message=f"{caller.user} may not run {req.fun}"))
@@ -151,6 +157,11 @@ class Operations:
         problem = _shell_problem(req) or self._unknown_function(req.fun)
         if problem is not None:  # before anything is sent: every minion would refuse it
             await write(Error(message=problem))
+            return
+        try:
+            asked = timeout_keyword(req.kwargs)  # the function's time limit, if given
+        except ValueError as e:
+            await write(Error(message=str(e)))
             return
         limit = self.max_jobs_per_user
         running = sum(1 for j in self.jobs.active.values() if j.record.user == caller.user)
@@ -165,29 +176,27 @@ class Operations:
             fun=req.fun,
             args=req.args,
             kwargs=req.kwargs,
-            timeout=req.timeout or self.job_timeout,
+            timeout=asked,
             batch=req.batch,
             user=caller.user,
             secret=tuple(req.secret),
+            batch_wait=req.batch_wait or 0.0,
         )
         job = self.jobs.start(request)
         queue: asyncio.Queue[JobMessage] = asyncio.Queue()
-        job.listeners.append(queue)
+        if not req.background:
+            job.listeners.append(queue)
         record = job.record
         await write(JobAccepted(jid=record.jid, minions=record.minions, missing=record.missing))
+        # supervised here whether or not a client waits: the job outlives its client
+        supervisor = asyncio.create_task(self.jobs.supervise(job))
+        self._background.add(supervisor)
+        supervisor.add_done_callback(self._background.discard)
         if req.background:  # the client goes; the job does not
-            task = asyncio.create_task(self.jobs.supervise(job))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
             await write(Started(jid=record.jid))
             return
-        supervisor = asyncio.create_task(self.jobs.supervise(job))
         try:
-            while True:
-                message = await queue.get()
-                await write(message)
-                if isinstance(message, Done):
-                    return
+            await _stream(job, queue, req.timeout or self.job_timeout, write)
         finally:
             # the job goes on without this client (returns are stored either way)
             job.listeners.remove(queue)
@@ -208,6 +217,9 @@ class Operations:
         return f"no online minion has a function {fun!r}{hint}: see {listing}"
 
     async def jobs_list(self, caller: Caller, req: JobsListRequest, write: Write) -> None:
+        """The newest jobs passing the request's filters (filtered by the store: ``limit``
+        counts matching jobs)."""
+        filters = JobFilter(fun=req.fun, target=req.target, user=req.user, test=req.test)
         rows = [
             JobRow(
                 jid=s.job.jid,
@@ -219,7 +231,7 @@ class Operations:
                 succeeded=s.succeeded,
                 created=s.job.created,
             )
-            for s in self.store.list_jobs(req.limit)
+            for s in self.store.list_jobs(req.limit, filters)
         ]
         await write(JobsList(jobs=rows))
 
@@ -368,6 +380,44 @@ class Operations:
                 ),
             )
         )
+
+    # -- functions -------------------------------------------------------------------------
+
+    async def list_functions(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        """What the minions' hellos listed, less what the caller may not run (shell
+        completion of ``saline run TARGET FUNCTION``)."""
+        names = [f for f in self.functions.names() if caller.may_run(f)]
+        await write(Functions(functions=names))
+
+
+async def _stream(
+    job: ActiveJob, queue: "asyncio.Queue[JobMessage]", wait: float, write: Write
+) -> None:
+    """What ``job`` tells ``queue``, to the client, until the job's summary or until
+    ``wait`` seconds have passed: then what is queued, and a summary of the job so far
+    naming the minions still running it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        if queue.empty():
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                while not queue.empty():  # what arrived meanwhile is the client's too
+                    message = queue.get_nowait()
+                    await write(message)
+                    if isinstance(message, Done):
+                        return
+                await write(job.summary(stopped_waiting=True))
+                return
+        else:
+            message = queue.get_nowait()
+        await write(message)
+        if isinstance(message, Done):
+            return
 
 
 def _shell_problem(req: RunRequest) -> str | None:

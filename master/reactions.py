@@ -34,7 +34,6 @@ class ReactionExecutor:
         bus: EventBus,
         jobs: JobManager,
         inventory: Inventory,
-        job_timeout: float,
         runbook: Callable[[str], Runbook],
         finished: Callable[[ReactionRecord, bool], str],
     ) -> None:
@@ -42,7 +41,6 @@ class ReactionExecutor:
         self.bus = bus
         self.jobs = jobs
         self.inventory = inventory
-        self.job_timeout = job_timeout
         #: the runbook a rule names, as loaded with the rules
         self.runbook = runbook
         #: tells the reactor's state the reaction ended; answers the sentence to log
@@ -103,9 +101,8 @@ class ReactionExecutor:
             fun, args, kwargs = action.function, action.args, action.kwargs
         else:
             fun, args, kwargs = "state.apply", list(action.states), {"test": action.test}
-        job = runner.start(
-            action.target, action.tgt_type.value, fun, args, kwargs, self.job_timeout
-        )
+        # the function's own time limit (a reconfigure takes minutes), not a client's wait
+        job = runner.start(action.target, action.tgt_type.value, fun, args, kwargs, None)
         # the jid is durable before the job is sent: after a restart it is awaited, not resent
         row.progress[index] = ActionProgress("started", job.record.jid)
         self.store.save_reactions([row])

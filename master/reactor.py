@@ -47,7 +47,6 @@ class Reactor:
         rule_paths: list[Path],
         runbook_roots: list[Path],
         max_depth: int,
-        job_timeout: float,
         state_exists: Callable[[str], bool] | None = None,
         ships_states: Path | None = None,
     ) -> None:
@@ -62,7 +61,7 @@ class Reactor:
         self.state = ReactorState.model_validate(store.load_reactor_state() or {})
         self.observations = Observations()
         self.executor = ReactionExecutor(
-            store, bus, jobs, inventory, job_timeout, self.policy_runbook, self._finished
+            store, bus, jobs, inventory, self.policy_runbook, self._finished
         )
         self._tasks: set[asyncio.Task[None]] = set()
         #: batches the reactor could not decide on (a store write failed): shown in status

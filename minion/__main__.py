@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from saline.config import CONFIG_ENV
+from saline.logs import LOG_FORMATS, LOG_LEVELS
 
 
 def _import_without_openssl() -> None:
@@ -35,20 +36,32 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         help=f"minion config (default: ${CONFIG_ENV}, else /etc/saline/minion.yaml)",
     )
-    parser.add_argument("-l", "--log-level", help="override the config's log level")
+    parser.add_argument(
+        "-l", "--log-level", choices=LOG_LEVELS, help="override the config's log level"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines as text (default), or one JSON object per line",
+    )
     args = parser.parse_args(argv)
     _import_without_openssl()
 
     from minion.config import apply_env, load_minion_config
     from minion.daemon import run_minion
+    from minion.grains import minion_id
     from saline.errors import SalineError
-    from saline.logs import setup_logging
+    from saline.logs import set_process_title, setup_logging
 
     try:
         config, path = load_minion_config(args.config)
         # first thing after loading: beacons, jobs and their commands read os.environ
         apply_env(config)
-        setup_logging(args.log_level or config.log_level, config.log_file, "saline-minion")
+        level = args.log_level or config.log_level
+        setup_logging(level, config.log_file, "saline-minion", args.log_format)
+        # `ps` tells the minions apart: saline-minion be1 -c /etc/saline/minion.yaml
+        set_process_title("saline-minion", minion_id(config), "-c", str(path))
         run_minion(config, path, log_level_fixed=bool(args.log_level))
     except SalineError as e:
         print(f"saline-minion: error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from minion.beacons.config import BeaconsConfig
 from saline.config import load_yaml_model, resolve_config_path
+from saline.protocol import DEFAULT_MAX_FUNCTION_TIMEOUT
 from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
 DEFAULT_MINION_CONFIG = "/etc/saline/minion.yaml"
@@ -54,8 +55,9 @@ class MinionConfig(BaseModel):
     acceptance_wait: float = Field(default=5.0, gt=0)
     #: seconds between resends of returns the master has not acknowledged
     return_retry: float = Field(default=5.0, gt=0)
-    #: upper bound on any function's run time, whatever the job asks
-    max_function_timeout: float = Field(default=3600.0, gt=0)
+    #: upper bound on any function's run time, whatever the job asks (``timeout=``) or the
+    #: function declares
+    max_function_timeout: float = Field(default=DEFAULT_MAX_FUNCTION_TIMEOUT, gt=0)
     max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME, ge=1024)
     #: service provider: systemd when present, else saline's supervisor
     service_provider: Literal["auto", "systemd", "supervisor"] = "auto"
@@ -67,6 +69,12 @@ class MinionConfig(BaseModel):
     #: beacons, jobs and the commands jobs run all see them (the lab points
     #: SALINE_CHEF_BACKEND_CTL at a per-node shim this way)
     env: dict[str, str] = Field(default_factory=dict)
+    #: masterless use (``saline call --local``): the state tree served as ``saline://`` on
+    #: this node, searched in order (a job from the master uses the master's instead)
+    file_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/states")])
+    #: masterless use: pillar trees, each with its own top.yaml, compiled on this node
+    #: with its own id and grains
+    pillar_roots: list[Path] = Field(default_factory=lambda: [Path("/srv/saline/pillar")])
 
     @field_validator("env")
     @classmethod
@@ -88,10 +96,24 @@ def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:
 
 
 #: settings only a master config has: such a file given to a minion is named for what it is
+#: (file_roots and pillar_roots are both's: a minion has them for masterless use)
 _MASTER_ONLY = (
     "a master config",
     frozenset(
-        {"file_roots", "pillar_roots", "reactor_dirs", "runbook_roots", "client_acl", "schedule"}
+        {
+            "interface",
+            "port",
+            "data_dir",
+            "sock_dir",
+            "auto_accept",
+            "job_timeout",
+            "client_acl",
+            "schedule",
+            "reactor_dirs",
+            "runbook_roots",
+            "minion_grains",
+            "nodegroups",
+        }
     ),
 )
 

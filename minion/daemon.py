@@ -27,7 +27,7 @@ from minion.channel import ChannelError
 from minion.config import MinionConfig, load_minion_config
 from minion.executor import execute
 from minion.grains import collect_grains, minion_id
-from minion.modules import registry
+from minion.modules import declared_timeouts, registry
 from minion.modules.base import Context
 from minion.modules.state import preload as preload_states
 from minion.plugins import load_beacons, load_modules
@@ -154,6 +154,8 @@ class Minion:
                 grains=self.grains,
                 version=saline.__version__,
                 functions=sorted(self.ctx.functions),
+                timeouts=declared_timeouts(self.ctx.functions, self.config.max_function_timeout),
+                max_function_timeout=self.config.max_function_timeout,
             )
         )
 
@@ -199,8 +201,8 @@ class Minion:
             self.send(event)
 
     async def run_job(self, job: Job) -> None:
-        timeout = min(job.timeout, self.config.max_function_timeout)
-        ret = self._bounded(await execute(self.ctx, job, self.id, timeout, self.relay))
+        # the executor applies the time limit: the job's, else the function's, capped
+        ret = self._bounded(await execute(self.ctx, job, self.id, relay=self.relay))
         self.spool.put(ret)  # before sending: an ack can only follow a spooled return
         self._send_return(ret)
 

@@ -15,16 +15,28 @@ from saline.errors import StateError
 SCHEME = "saline://"
 
 
-def _relative(url: str) -> PurePosixPath:
+def relative_path(url: str) -> PurePosixPath:
+    """``saline://a/b`` or ``a/b`` -> ``a/b``.
+
+    :raises StateError: a path that could leave the roots (``..``, absolute, NUL, ``\\``).
+    """
     path = url[len(SCHEME) :] if url.startswith(SCHEME) else url
     pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or any(p in ("..", "") for p in pure.parts):
+    if (
+        not path
+        or "\0" in path
+        or "\\" in path
+        or pure.is_absolute()
+        or any(p in ("..", "") for p in pure.parts)
+    ):
         raise StateError(f"refused file path {url!r}")
     return pure
 
 
 class CachedFileClient:
-    """A ``states.modules.base.FileSource`` for a job running on this minion."""
+    """A ``states.modules.base.FileSource`` for a job running on this minion, over its
+    channel (to the master's file server, or to this node's own roots for
+    ``saline call --local``: see ``minion.local``)."""
 
     def __init__(self, channel: MasterChannel, cache_dir: Path) -> None:
         self.channel = channel
@@ -33,7 +45,7 @@ class CachedFileClient:
         self._fetched: dict[PurePosixPath, bytes] = {}
 
     def get(self, url: str) -> bytes:
-        relative = _relative(url)
+        relative = relative_path(url)
         if relative not in self._fetched:
             self._fetched[relative] = self._fetch(relative)
         return self._fetched[relative]

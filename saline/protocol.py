@@ -6,6 +6,8 @@ message ``kind``. The transport (``saline.transport``) never looks inside; the c
 ``ProtocolError``.
 """
 
+import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +18,49 @@ from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN  # noqa: F401 - re-
 PROTOCOL_VERSION = 1
 #: what a job id may look like: it is used in event tags and file names, so no '/' or '.'
 JID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+#: seconds a function may run when the job gives no ``timeout=`` and the function declares
+#: no default of its own (``TIMEOUTS`` of its module)
+DEFAULT_FUNCTION_TIMEOUT = 300.0
+#: the longest ``timeout=`` a job may ask (a day); the minion's max_function_timeout caps it
+MAX_FUNCTION_TIMEOUT = 86400.0
+#: the minion's max_function_timeout unless its config says otherwise
+DEFAULT_MAX_FUNCTION_TIMEOUT = 3600.0
+#: seconds a function past its time limit has, after SIGTERM, to stop what it started
+#: before the minion kills its process group
+KILL_GRACE = 5.0
+#: the retcode of a function the minion killed at its time limit (as coreutils' timeout)
+TIMEOUT_RETCODE = 124
+
+
+def killed_at_time_limit(retcode: int, ret: Any) -> bool:
+    """A return saying the minion killed the function at its time limit."""
+    return retcode == TIMEOUT_RETCODE and isinstance(ret, dict) and ret.get("error") == "timeout"
+
+
+def timeout_keyword(kwargs: Mapping[str, Any]) -> float | None:
+    """The job's own ``timeout=`` keyword in seconds (None: not given).
+
+    It is the function's time limit on the minion (and a function taking a ``timeout``
+    argument, such as ``cmd.run``, gets it too).
+
+    :raises ValueError: not a number of seconds in (0, ``MAX_FUNCTION_TIMEOUT``].
+    """
+    if "timeout" not in kwargs or kwargs["timeout"] is None:
+        return None
+    value = kwargs["timeout"]
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not 0 < seconds <= MAX_FUNCTION_TIMEOUT:
+        raise ValueError(
+            f"timeout= must be a number of seconds up to {MAX_FUNCTION_TIMEOUT:g}, got {value!r}"
+        )
+    return seconds
+
+
+#: "module.function", as a hello lists it
+_FunctionName = Annotated[str, Field(max_length=128)]
 
 
 class _Message(BaseModel):
@@ -39,9 +84,14 @@ class Hello(_Message):
     version: str = ""
     #: the execution functions it has ("test.ping", ...): a misspelled function is refused
     #: before a job is sent (an older minion sends none)
-    functions: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=5000
+    functions: list[_FunctionName] = Field(default_factory=list, max_length=5000)
+    #: seconds it lets each function that declares its own default run when a job gives no
+    #: timeout (capped by its max_function_timeout): the master's deadline for such a job
+    timeouts: dict[_FunctionName, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, max_length=5000
     )
+    #: its max_function_timeout (None: not said; the master then assumes the default)
+    max_function_timeout: float | None = Field(default=None, gt=0)
 
 
 class Heartbeat(_Message):
@@ -150,8 +200,12 @@ class Job(_Message):
     fun: str = Field(max_length=256)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    #: seconds the function may run before the minion kills it
+    #: seconds the function may run before the minion kills it (at most the minion's
+    #: max_function_timeout)
     timeout: float = Field(default=60.0, gt=0)
+    #: True when the caller gave no timeout: the function's declared default applies
+    #: (``DEFAULT_FUNCTION_TIMEOUT`` when it declares none), at most ``timeout``
+    default_timeout: bool = False
 
 
 class FileReply(_Message):

@@ -21,6 +21,7 @@ context, never as template source.
 """
 
 import functools
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -100,14 +101,21 @@ def render(
     Errors raised on purpose inside the template (a :class:`SalineError` from a function in
     the context) pass through unchanged.
 
-    :raises error: ``name:line: template syntax error: ...``, ``name: undefined in template:
-        ...`` or ``name: template error: ...``.
+    :raises error: ``name:line: template syntax error: ...``, ``name:line: undefined in
+        template: ...`` or ``name:line: template error: ...``.
     """
     try:
         return compile_template(env, source).render(**context)
     except jinja2.TemplateSyntaxError as e:
         raise error(f"{name}:{e.lineno}: template syntax error: {e.message}") from e
     except jinja2.UndefinedError as e:
-        raise error(f"{name}: undefined in template: {e.message}") from e
+        raise error(f"{_where(name, e)}: undefined in template: {e.message}") from e
     except jinja2.TemplateError as e:
-        raise error(f"{name}: template error: {e}") from e
+        raise error(f"{_where(name, e)}: template error: {e}") from e
+
+
+def _where(name: str, e: BaseException) -> str:
+    """``name:line`` of the template line that raised (Jinja rewrites the traceback so its
+    frames are the template's own lines), or just ``name`` when no frame says."""
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == "<template>"]
+    return f"{name}:{lines[-1]}" if lines and lines[-1] else name

@@ -20,6 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reactors.model import RenderedAction
+from saline.errors import SalineError
+
+
+class StoreError(SalineError, RuntimeError):
+    """The store cannot be used as it is (a schema newer than this code, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server does not answer (the message says why, never the DSN)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,34 @@ class MinionRecord:
 
 
 @dataclass(frozen=True)
+class JobFilter:
+    """Which jobs ``Store.list_jobs`` lists; a field left None does not filter."""
+
+    #: a glob on the function name (``state.*``), case-sensitive
+    fun: str | None = None
+    #: a glob on the target as it was given (``be*``, ``G@role:backend``), case-sensitive
+    target: str | None = None
+    #: the user who started the job, exactly
+    user: str | None = None
+    #: True: only jobs run in test mode (kwarg ``test`` true); False: only the others
+    test: bool | None = None
+
+    def admits_test_mode(self, kwargs: dict[str, Any]) -> bool:
+        """Whether a job with these kwargs passes the test-mode filter. ``test`` is true in
+        the spellings the minion accepts (``minion/modules/cmd.py::parse_bool``)."""
+        if self.test is None:
+            return True
+        value = kwargs.get("test")
+        if isinstance(value, str):
+            value = value.strip().lower() in _TRUE_WORDS
+        return (value is True or (type(value) is int and value == 1)) == self.test
+
+
+#: the words that mean true to the minion's parse_bool (the master cannot import it)
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+
+
+@dataclass(frozen=True)
 class JobSummary:
     job: JobRecord
     returned: int
@@ -158,8 +195,13 @@ class Store(ABC):
     def get_job(self, jid: str) -> JobRecord | None: ...
 
     @abstractmethod
-    def list_jobs(self, limit: int = 50) -> list[JobSummary]:
-        """Newest first."""
+    def list_jobs(self, limit: int = 50, filters: JobFilter | None = None) -> list[JobSummary]:
+        """The ``limit`` newest jobs that pass ``filters`` (None: every job), newest first.
+
+        The test-mode filter may read only a bounded number of the newest jobs passing the
+        other filters (an implementation documents its bound): a test-mode job older than
+        that is not listed.
+        """
 
     @abstractmethod
     def save_returns(self, returns: Sequence[ReturnRecord]) -> list[bool]:
@@ -205,6 +247,10 @@ class Store(ABC):
 
     @abstractmethod
     def load_reactor_state(self) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The version of saline's tables in this store (migrated on open)."""
 
     @abstractmethod
     def close(self) -> None: ...

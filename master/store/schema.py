@@ -100,12 +100,33 @@ SELECT_JOB = (
 )
 # Correlated subqueries use the (jid, minion) primary key of returns and only touch the
 # returns of the selected jobs, unlike a GROUP BY over all returns.
+# Filters (named parameters :fun, :target, :user; NULL filters nothing): fun and target are
+# GLOBs (case-sensitive; *, ?, [abc], [^abc]: sqlite.py turns fnmatch's [!abc] into
+# [^abc]), user is exact.
 LIST_JOBS = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
         cause, depth, rule,
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
-    FROM jobs j ORDER BY j.jid DESC LIMIT ?
+    FROM jobs j
+    WHERE (:fun IS NULL OR j.fun GLOB :fun) AND (:target IS NULL OR j.target GLOB :target)
+        AND (:user IS NULL OR j.user = :user)
+    ORDER BY j.jid DESC LIMIT :limit
+"""
+# The test-mode filter reads kwargs, a msgpack blob: the newest jobs passing the SQL
+# filters are scanned (jid and kwargs only), then each match is read with LIST_JOB.
+SCAN_JOBS_KWARGS = """
+    SELECT jid, kwargs FROM jobs j
+    WHERE (:fun IS NULL OR j.fun GLOB :fun) AND (:target IS NULL OR j.target GLOB :target)
+        AND (:user IS NULL OR j.user = :user)
+    ORDER BY j.jid DESC LIMIT :limit
+"""
+LIST_JOB = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
+        cause, depth, rule,
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
+    FROM jobs j WHERE j.jid = ?
 """
 INSERT_RETURN = (
     "INSERT OR IGNORE INTO returns"

@@ -29,19 +29,34 @@ from master.store.base import (
     ActionProgress,
     Chain,
     EventRecord,
+    JobFilter,
     JobRecord,
     JobSummary,
     MinionRecord,
     ReactionRecord,
     ReturnRecord,
     Store,
+    StoreError,
 )
 from master.store.schema import SCHEMA_VERSION
 from reactors.model import RenderedAction
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "pack_value", "unpack_value"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TEST_SCAN_FACTOR",
+    "TEST_SCAN_MAX",
+    "SqliteStore",
+    "pack_value",
+    "unpack_value",
+]
 
 BUSY_TIMEOUT_MS = 5000
+#: ``list_jobs`` with a test-mode filter reads at most this many times ``limit`` of the
+#: newest jobs passing the other filters, and never more than TEST_SCAN_MAX (kwargs are
+#: msgpack blobs SQL cannot look into; no column for it, to keep the schema; the bound
+#: keeps the master's loop from stalling): an older test-mode job is not listed.
+TEST_SCAN_FACTOR = 100
+TEST_SCAN_MAX = 100_000
 
 
 def pack_value(value: Any) -> bytes:
@@ -72,6 +87,17 @@ def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
         timeout=timeout,
         chain=Chain(cause, depth, rule),
     )
+
+
+def _glob(pattern: str | None) -> str | None:
+    """A shell glob (``fnmatch``: ``[!abc]`` negates) in SQLite's GLOB spelling (``[^abc]``)."""
+    return None if pattern is None else pattern.replace("[!", "[^")
+
+
+def _kwargs_of(blob: bytes) -> dict[str, Any]:
+    """A stored job's kwargs (a map; anything else reads as no kwargs)."""
+    kwargs = unpack_value(blob)
+    return kwargs if isinstance(kwargs, dict) else {}
 
 
 def _return_from_row(row: tuple[Any, ...]) -> ReturnRecord:
@@ -190,7 +216,7 @@ class SqliteStore(Store):
         with self._transaction():
             (version,) = self._conn.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise StoreError(
                     f"{self.path} has schema version {version}, newer than this code "
                     f"({SCHEMA_VERSION}); refusing to open it"
                 )
@@ -248,12 +274,30 @@ class SqliteStore(Store):
         row = self._conn.execute(schema.SELECT_JOB, (jid,)).fetchone()
         return None if row is None else _job_from_row(row)
 
-    def list_jobs(self, limit: int = 50) -> list[JobSummary]:
-        """The ``limit`` newest jobs (by jid, which sorts by time), newest first."""
-        rows = self._conn.execute(schema.LIST_JOBS, (limit,)).fetchall()
+    def list_jobs(self, limit: int = 50, filters: JobFilter | None = None) -> list[JobSummary]:
+        """The ``limit`` newest jobs (by jid, which sorts by time) that pass ``filters``,
+        newest first. Function, target and user filter in SQL; the test-mode filter reads
+        the kwargs of at most ``TEST_SCAN_FACTOR * limit`` (at most ``TEST_SCAN_MAX``) jobs
+        passing those."""
+        wanted = filters or JobFilter()
+        params = {"fun": _glob(wanted.fun), "target": _glob(wanted.target), "user": wanted.user}
+        if wanted.test is None:
+            rows = self._conn.execute(schema.LIST_JOBS, {**params, "limit": limit}).fetchall()
+        else:
+            scan = {**params, "limit": min(TEST_SCAN_FACTOR * limit, TEST_SCAN_MAX)}
+            matching: list[str] = []
+            cursor = self._conn.execute(schema.SCAN_JOBS_KWARGS, scan)
+            for jid, kwargs in cursor:  # row by row: stop at the limit'th match
+                if wanted.admits_test_mode(_kwargs_of(kwargs)):
+                    matching.append(jid)
+                    if len(matching) == limit:
+                        break
+            cursor.close()
+            rows = [self._conn.execute(schema.LIST_JOB, (jid,)).fetchone() for jid in matching]
         return [
             JobSummary(job=_job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
             for row in rows
+            if row is not None
         ]
 
     # -- returns ----------------------------------------------------------------------
@@ -365,6 +409,10 @@ class SqliteStore(Store):
     def load_reactor_state(self) -> dict[str, Any] | None:
         row = self._conn.execute(schema.LOAD_REACTOR_STATE).fetchone()
         return None if row is None else dict(unpack_value(row[0]))
+
+    def schema_version(self) -> int:
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        return int(version)
 
     def close(self) -> None:
         """Close the connection; idempotent. The store is unusable afterwards."""

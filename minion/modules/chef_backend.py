@@ -306,6 +306,15 @@ def join_cluster(ctx: Context, leader: str, secrets: str, timeout: float = 1800)
     return _run(ctx, argv, timeout)
 
 
+#: jobs' time limits when they give no ``timeout=`` (the commands' own, above): these
+#: rebuild or re-clone a node's services and take many minutes on a real cluster
+TIMEOUTS: dict[Callable[..., Any], float] = {
+    reconfigure: 1800.0,
+    pgsql_follow: 3600.0,
+    create_cluster: 1800.0,
+    join_cluster: 1800.0,
+}
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "status": status,
     "cluster_status": cluster_status,

@@ -399,6 +399,10 @@ def org_create(
     return Outcome({**outcome.value, "argv": argv}, outcome.retcode)
 
 
+#: jobs' time limits when they give no ``timeout=`` (the commands' own, above): a
+#: reconfigure or an upgrade takes many minutes on a real frontend
+TIMEOUTS: dict[Callable[..., Any], float] = {reconfigure: 1800.0, upgrade: 3600.0}
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "reconfigure": reconfigure,
     "upgrade": upgrade,

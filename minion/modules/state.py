@@ -7,6 +7,7 @@ process (``preload``) so that later jobs fork with the engine already loaded.
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from minion.modules.base import Context, Outcome
@@ -41,7 +42,9 @@ def _prepare(ctx: Context, test: bool) -> Any:
     from states.modules.base import StateContext
 
     if ctx.channel is None:
-        raise ExecutionError("states need the master's file server: run them as a job")
+        raise ExecutionError(
+            "states need a file server: run them as a job, or with `saline call --local`"
+        )
     pillar, secrets = fetch(ctx)
     return StateContext(
         minion_id=ctx.minion_id,
@@ -112,3 +115,5 @@ def show(ctx: Context, *names: str) -> list[dict[str, Any]]:
 
 
 FUNCTIONS = {"apply": apply, "show": show}
+#: a job's time limit when it gives no ``timeout=``: a highstate may run a reconfigure
+TIMEOUTS: dict[Callable[..., Any], float] = {apply: 3600.0}

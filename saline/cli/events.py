@@ -2,11 +2,11 @@
 
 import json
 import sys
-from datetime import datetime
 
 import click
 
 from saline.cli.common import client
+from saline.cli.render import colour_options, event_line
 
 
 @click.command()
@@ -15,11 +15,16 @@ from saline.cli.common import client
 @click.option("--since", type=int, default=None, help="replay stored events after this seq")
 @click.option("--count", type=int, default=None, help="stop after this many events")
 @click.option("--no-follow", is_flag=True, help="print stored events (--since) and exit")
+@colour_options
 @click.pass_context
 def events(
     ctx: click.Context, tag: str, out: str, since: int | None, count: int | None, no_follow: bool
 ) -> None:
-    """Print events as they are published (Ctrl-C stops). JSON: one object per line."""
+    """Print events as they are published (Ctrl-C stops). JSON: one object per line.
+
+    A human line starts with the event's seq, the number --since takes:
+    `#1234 12:00:01.250 chef/backend/be1/pg/out_of_sync be1 {"state": "catchup"}`
+    """
     seen = 0
     if no_follow and since is None:
         since = 0
@@ -36,9 +41,7 @@ def events(
                 if out == "json":
                     click.echo(json.dumps(event, sort_keys=True, default=repr))
                 else:
-                    stamp = datetime.fromtimestamp(event["ts"]).strftime("%H:%M:%S.%f")[:-3]
-                    who = event["minion"] or "master"
-                    click.echo(f"{stamp} {event['tag']} ({who}) {json.dumps(event['data'])}")
+                    click.echo(event_line(event))
                 sys.stdout.flush()  # live: a pipe must see each event as it happens
         except KeyboardInterrupt:
             pass

@@ -1,6 +1,7 @@
 """Entry point of ``saline``. Subcommands are imported only when invoked (fast start-up)."""
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -12,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "minion": ("saline.cli.daemons:minion", "run a minion in the foreground"),
     "key": ("saline.cli.key:key", "manage minion keys (list, accept, reject, ...)"),
     "run": ("saline.cli.run:run", "run an execution function on targeted minions"),
+    "call": ("saline.cli.call:call", "run a function or states on this node (--local: no master)"),
     "state": ("saline.cli.state:state", "apply or show declarative states"),
     "orchestrate": ("saline.cli.orchestrate:orchestrate", "run an orchestration runbook"),
     "reactor": ("saline.cli.reactor:reactor", "reactor rules, history, pause/resume, approve"),
@@ -19,7 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("saline.cli.events:events", "stream events from the master's bus"),
     "fire": ("saline.cli.fire:fire", "put an event on the master's bus"),
     "status": ("saline.cli.status:status", "minions online, keys, refusal counters"),
+    "store": ("saline.cli.store:store", "create or migrate the master's store"),
     "lab": ("saline.cli.lab:lab", "a local lab: a master and minions on loopback"),
+    "completion": ("saline.cli.completion:completion", "print the bash or zsh completion script"),
 }
 
 
@@ -66,6 +70,10 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> N
 def main(argv: list[str] | None = None) -> Any:
     from saline.errors import SalineError
 
+    if "_SALINE_COMPLETE" in os.environ:  # a shell asks: minion ids and functions complete too
+        from saline.cli.completion import register
+
+        register()
     try:
         return cli.main(args=argv, prog_name="saline", standalone_mode=True)
     except SalineError as e:  # errors meant for operators: one line, exit 1

@@ -6,7 +6,8 @@ Exit codes (also in the README):
 * 1  saline error (no master, bad config, bad target, refused by the ACL)
 * 2  usage error
 * 3  the target matched no accepted minion
-* 10 + bits otherwise: +1 some minion returned failure, +2 some timed out,
+* 10 + bits otherwise: +1 some minion returned failure, +2 some timed out (killed at
+  the function's time limit, or still running when ``-t`` ran out: the job goes on),
   +4 some were not reached (offline). 11..17 name every combination.
 """
 
@@ -15,12 +16,21 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from saline.cli.common import BATCH, OUT_CHOICE, client, dump, resolve_target, target_shortcuts
+from saline.cli.render import (
+    STATE_OUTPUTS,
+    Returned,
+    ReturnPrinter,
+    colour_options,
+    duration_text,
+    paint,
+    printer_for,
+    summary_counts,
+)
 from saline.targeting import TargetType
 
 EXIT_OK = 0
@@ -71,16 +81,6 @@ def exit_code(summary: dict[str, Any]) -> int:
         | (BIT_NOT_REACHED if summary["not_reached"] else 0)
     )
     return EXIT_BASE + bits if bits else EXIT_OK
-
-
-def _human_return(minion_id: str, value: Any, success: bool) -> str:
-    mark = "" if success else "  [FAILED]"
-    if isinstance(value, dict | list):
-        body = "\n".join("    " + line for line in dump(value, "yaml").splitlines())
-        return f"{minion_id}:{mark}\n{body}"
-    if isinstance(value, str) and "\n" in value:
-        return f"{minion_id}:{mark}\n" + "\n".join("    " + line for line in value.splitlines())
-    return f"{minion_id}:{mark}\n    {value}"
 
 
 class Progress:
@@ -135,9 +135,32 @@ class Progress:
     help="how TARGET is read (default glob on the minion id)",
 )
 @target_shortcuts
-@click.option("-t", "--timeout", type=float, default=None, help="seconds to wait per minion")
+@click.option(
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=None,
+    metavar="S",
+    help="seconds this command waits for the returns (default: the master's job_timeout);"
+    " the job goes on after it: `saline jobs wait JID`. The function's own time limit"
+    " on the minion is timeout=S among the arguments (else its declared default)",
+)
 @click.option("-b", "--batch", type=BATCH, default=None, help="at most N (or N%) at a time")
+@click.option(
+    "--batch-wait",
+    type=click.FloatRange(min=0, max=3600),
+    default=None,
+    metavar="S",
+    help="with --batch: wait S seconds after a minion returns before starting the next",
+)
 @click.option("--out", type=OUT_CHOICE, default="human", help="output format")
+@click.option(
+    "--state-output",
+    type=click.Choice(STATE_OUTPUTS),
+    default="full",
+    help="state.apply in human output: every state (full), one line each (terse),"
+    " or full only for those that changed or failed (changes)",
+)
 @click.option(
     "--async",
     "background",
@@ -152,6 +175,7 @@ class Progress:
     help="this KEY=VALUE's value (or the Nth ARG, from 0) is a secret: never stored or shown"
     " (names like password, *_token, secret, key are secrets already)",
 )
+@colour_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -161,10 +185,12 @@ def run(
     tgt_type: str,
     timeout: float | None,
     batch: int | str | None,
+    batch_wait: float | None,
     out: str,
     secret: tuple[str, ...],
     shortcut: str | None,
     background: bool,
+    state_output: str,
 ) -> None:
     """Run FUNCTION with ARG ... KEY=VALUE ... on the minions TARGET matches.
 
@@ -176,14 +202,35 @@ def run(
       saline run -T list be1,be2 cmd.run "ls /tmp" cwd=/ --batch 1
       saline run -C 'G@role:frontend or be1' grains.get role
       saline run be1 cmd.run -- ls -l /tmp      (after --, words starting with - are arguments)
+      saline run be1 state.apply test=true --state-output changes
+      saline run -G role:frontend chef_server.reconfigure --batch 1 --batch-wait 30
+      saline run fe1 chef_server.upgrade timeout=5400 -t 60   (then: saline jobs wait JID)
     """
     target, tgt_type = resolve_target(target, tgt_type, shortcut)
     args, kwargs = split_arguments(arguments)
+    if batch_wait is not None and batch is None:
+        raise click.UsageError(
+            "--batch-wait needs --batch (without it every minion starts at once)"
+        )
     if background:
-        fields = run_fields(target, tgt_type, function, args, kwargs, timeout, batch, secret)
+        fields = run_fields(
+            target, tgt_type, function, args, kwargs, timeout, batch, secret, batch_wait
+        )
         ctx.exit(start_async(ctx, fields, out))
+    printer = printer_for(function, state_output)
     code = execute(
-        ctx, target, tgt_type, function, args, kwargs, timeout, batch, out, secret=secret
+        ctx,
+        target,
+        tgt_type,
+        function,
+        args,
+        kwargs,
+        timeout,
+        batch,
+        out,
+        printer,
+        secret,
+        batch_wait=batch_wait,
     )
     ctx.exit(code)
 
@@ -197,8 +244,19 @@ def run_fields(
     timeout: float | None,
     batch: int | str | None,
     secret: tuple[str, ...],
+    batch_wait: float | None = None,
 ) -> dict[str, Any]:
-    """The client API's ``run`` request."""
+    """The client API's ``run`` request. ``timeout`` is how long the client waits; the
+    function's own time limit is the ``timeout=`` keyword in ``kwargs``.
+
+    :raises click.UsageError: a ``timeout=`` that is not a number of seconds.
+    """
+    from saline.protocol import timeout_keyword
+
+    try:
+        timeout_keyword(kwargs)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     return {
         "target": target,
         "tgt_type": tgt_type,
@@ -207,6 +265,7 @@ def run_fields(
         "kwargs": kwargs,
         "timeout": timeout,
         "batch": batch,
+        "batch_wait": batch_wait,
         "secret": list(secret),
     }
 
@@ -228,10 +287,6 @@ def start_async(ctx: click.Context, fields: dict[str, Any], out: str) -> int:
     return EXIT_OK
 
 
-#: prints one minion's return in human output: (minion id, return value, success) -> text
-Renderer = Callable[[str, Any, bool], str]
-
-
 def execute(
     ctx: click.Context,
     target: str,
@@ -242,14 +297,20 @@ def execute(
     timeout: float | None,
     batch: int | str | None,
     out: str,
-    render: Renderer | None = None,
+    printer: ReturnPrinter | None = None,
     secret: tuple[str, ...] = (),
+    batch_wait: float | None = None,
 ) -> int:
-    """Run a job through the master, print returns as they arrive; returns the exit code."""
-    render = render or _human_return
+    """Run a job through the master, print returns as they arrive (human output: each with
+    ``printer``, then its totals and the job's summary); returns the exit code. After
+    ``timeout`` seconds it stops waiting; the job goes on (``running`` in the summary)."""
+    printer = printer or ReturnPrinter()
     returns: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    fields = run_fields(target, tgt_type, function, args, kwargs, timeout, batch, secret)
+    fields = run_fields(
+        target, tgt_type, function, args, kwargs, timeout, batch, secret, batch_wait
+    )
+    started = time.monotonic()
     with client(ctx, timeout=None) as master:
         stream = master.stream("run", **fields)
         progress = Progress(0, enabled=False)
@@ -268,7 +329,13 @@ def execute(
                 }
                 if out == "human":
                     progress.clear()
-                    click.echo(render(message["id"], message["return"], message["success"]))
+                    returned = Returned(
+                        message["id"],
+                        message["return"],
+                        message["success"],
+                        message.get("duration_ms"),
+                    )
+                    click.echo(printer.line(returned))
             elif kind in ("timed_out", "not_reached"):
                 progress.tick()
             elif kind == "progress":
@@ -281,13 +348,17 @@ def execute(
         if hint:
             click.echo(hint, err=True)
     if out == "human":
-        _print_summary(summary)
+        totals = printer.totals()
+        if totals:
+            click.echo(totals)
+        print_summary(summary, (time.monotonic() - started) * 1000)
     else:
         document = {
             "jid": summary["jid"],
             "returns": returns,
             "missing": summary["not_reached"],
             "timed_out": summary["timed_out"],
+            "running": summary.get("running", []),
         }
         click.echo(dump(document, out))
     return exit_code(summary)
@@ -311,20 +382,33 @@ def _pending_hint(ctx: click.Context, target: str, tgt_type: str) -> str | None:
     return f"the keys of {listed} are pending: accept them with `saline key accept ID` (or --all)"
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any], elapsed_ms: float | None = None) -> None:
+    """The job's end: who timed out (stdout), then its counts and wall time (stderr)."""
     if not summary["minions"]:
         click.echo("no minion matched the target", err=True)
         return
+    running = summary.get("running", [])
     for minion_id in summary["timed_out"]:
-        click.echo(f"{minion_id}:\n    TIMED OUT: no return before the timeout")
-    parts = [
-        f"{len(summary['minions'])} targeted",
-        f"{len(summary['succeeded'])} succeeded",
-        f"{len(summary['failed'])} failed",
-        f"{len(summary['timed_out'])} timed out",
-        f"{len(summary['not_reached'])} not reached",
-    ]
-    click.echo(f"jid {summary['jid']}: " + ", ".join(parts), err=True)
-    for key, label in (("timed_out", "timed out"), ("not_reached", "not reached (offline)")):
-        if summary[key]:
+        if minion_id in running:  # the client stopped waiting; the minion did not
+            why = f"STILL RUNNING when this stopped waiting: `saline jobs wait {summary['jid']}`"
+        else:
+            why = "TIMED OUT on the minion: no result within its time limit (or it went offline)"
+        click.echo(f"{minion_id}:\n    " + paint(why, "failed"))
+    parts = summary_counts(
+        [
+            (len(summary["minions"]), "targeted"),
+            (len(summary["succeeded"]), "succeeded"),
+            (len(summary["failed"]), "failed"),
+            (len(summary["timed_out"]), "timed out"),
+            (len(summary["not_reached"]), "not reached"),
+        ]
+    )
+    took = "" if elapsed_ms is None else f"; took {duration_text(elapsed_ms)}"
+    click.echo(f"jid {summary['jid']}: {parts}{took}", err=True)
+    for key, label in (
+        ("timed_out", "timed out"),
+        ("running", "still running (the job goes on)"),
+        ("not_reached", "not reached (offline)"),
+    ):
+        if summary.get(key):
             click.echo(f"{label}: {', '.join(summary[key])}", err=True)

@@ -4,7 +4,8 @@ from typing import Any
 
 import click
 
-from saline.cli.common import BATCH, OUT_CHOICE, dump, resolve_target, target_shortcuts
+from saline.cli.common import BATCH, OUT_CHOICE, resolve_target, target_shortcuts
+from saline.cli.render import STATE_OUTPUTS, ReturnPrinter, StatePrinter, colour_options
 from saline.cli.run import execute
 from saline.targeting import TargetType
 
@@ -24,45 +25,7 @@ _TARGETING = [
 def _targeting(fn: Any) -> Any:
     for option in reversed(_TARGETING):
         fn = option(fn)
-    return target_shortcuts(fn)
-
-
-#: each state is counted once, in one of these (in this order in the summary)
-_KINDS = ("ok", "changed", "would change", "failed", "skipped")
-
-
-def state_kind(chunk: dict[str, Any]) -> str:
-    """What one state result was: ok, changed, would change, failed or skipped (not run)."""
-    if chunk.get("ran") is False:
-        return "skipped"
-    result = chunk.get("result")
-    if result is False:
-        return "failed"
-    if result is None:
-        return "would change"
-    return "changed" if chunk.get("changes") else "ok"
-
-
-def render_states(minion_id: str, value: Any, success: bool) -> str:
-    """One minion's state run, one line per state plus its changes, and the counts."""
-    if not isinstance(value, list):
-        return f"{minion_id}:  [FAILED]\n    " + dump(value, "yaml").replace("\n", "\n    ")
-    lines = [f"{minion_id}:"]
-    counts = dict.fromkeys(_KINDS, 0)
-    for chunk in value:
-        kind = state_kind(chunk)
-        counts[kind] += 1
-        mark = {"failed": "FAILED", "skipped": "SKIPPED"}.get(kind, kind)
-        lines.append(
-            f"  {mark:>12}  {chunk.get('state')} {chunk.get('name')}: {chunk.get('comment', '')}"
-            f"  ({chunk.get('duration_ms', 0):.0f} ms)"
-        )
-        if chunk.get("changes"):
-            body = dump(chunk["changes"], "yaml")
-            lines.extend("                " + line for line in body.splitlines())
-    shown = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n or kind in ("ok", "failed"))
-    lines.append(f"  {len(value)} states: {shown}")
-    return "\n".join(lines)
+    return colour_options(target_shortcuts(fn))
 
 
 @click.group()
@@ -76,6 +39,13 @@ def state() -> None:
 @click.option("--test", is_flag=True, help="change nothing; report what would change")
 @click.option("--failhard", is_flag=True, help="stop at the first failed state")
 @click.option("-b", "--batch", type=BATCH, default=None, help="at most N (or N%) at a time")
+@click.option(
+    "--state-output",
+    type=click.Choice(STATE_OUTPUTS),
+    default="full",
+    help="human output: every state with its comment and changes (full), one line per"
+    " state (terse), or full only for states that changed or failed (changes)",
+)
 @_targeting
 @click.pass_context
 def apply(
@@ -85,12 +55,20 @@ def apply(
     test: bool,
     failhard: bool,
     batch: int | str | None,
+    state_output: str,
     tgt_type: str,
     timeout: float,
     out: str,
     shortcut: str | None,
 ) -> None:
-    """Apply STATE ... (no STATE: the highstate from top.yaml) on the minions TARGET matches."""
+    """Apply STATE ... (no STATE: the highstate from top.yaml) on the minions TARGET matches.
+
+    \b
+    Examples:
+      saline state apply '*'                            the highstate
+      saline state apply -G role:backend chef.backend --test
+      saline state apply be1 --state-output changes     one line for states left as they were
+    """
     target, tgt_type = resolve_target(target, tgt_type, shortcut)
     code = execute(
         ctx,
@@ -102,7 +80,7 @@ def apply(
         timeout,
         batch,
         out,
-        render_states,
+        StatePrinter(state_output),
     )
     ctx.exit(code)
 
@@ -132,6 +110,7 @@ def show(
         {},
         timeout,
         None,
-        "yaml" if out == "human" else out,
+        out,
+        ReturnPrinter(),
     )
     ctx.exit(code)

@@ -34,7 +34,8 @@ def cmdline(pid: int) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")
+    # a process title (``saline-minion be1 -c ...``) is padded with NULs to its old length
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
 def alive(pid: int, marker: str) -> bool:
@@ -43,7 +44,9 @@ def alive(pid: int, marker: str) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z" and marker in cmdline(pid)
+    # a second look: a daemon setting its process title rewrites its command line in place,
+    # and a read during the rewrite may find neither the old text nor the new
+    return state != "Z" and (marker in cmdline(pid) or marker in cmdline(pid))
 
 
 def reap() -> None:

@@ -85,9 +85,10 @@ def test_minion_survives_raise_hang_and_huge_output(fresh_lab: Lab) -> None:
     )
 
     started = time.monotonic()
-    code, doc = run_json(lab, "be1", "test.sleep", "600", "-t", "1")
+    code, doc = run_json(lab, "be1", "test.sleep", "600", "timeout=3", "-t", "1")
     assert code == 12 and doc["timed_out"] == ["be1"]
-    # the minion killed the hung function at its own deadline and still reports it
+    # the minion killed the hung function at its own limit (timeout=3, not the CLI's -t 1,
+    # after which the CLI stopped waiting) and still reports it
     wait_for(
         lambda: _job_returns(lab, doc["jid"]).get("be1"), 15, "late timeout return of the hang"
     )

@@ -78,9 +78,14 @@ def test_a_config_of_the_other_kind_is_named_for_what_it_is(tmp_path: Path) -> N
         " not the MasterConfig this command reads"
     )
     master_file = tmp_path / "master.yaml"
-    master_file.write_text("file_roots: [/srv]\n")
-    with pytest.raises(ConfigError, match="this looks like a master config"):
+    master_file.write_text("file_roots: [/srv]\nreactor_dirs: [/etc/r]\n")
+    with pytest.raises(
+        ConfigError, match=r"this looks like a master config \(it sets reactor_dirs\)"
+    ):
         load_minion_config(str(master_file))
+    # file_roots and pillar_roots alone are a minion's too (masterless ``saline call --local``)
+    master_file.write_text("file_roots: [/srv]\npillar_roots: [/srv/p]\n")
+    assert load_minion_config(str(master_file))[0].file_roots == [Path("/srv")]
 
 
 def test_an_unknown_setting_gets_a_did_you_mean(tmp_path: Path) -> None:

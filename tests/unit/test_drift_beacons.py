@@ -501,6 +501,7 @@ def test_main_applies_env_before_the_minion_runs(
         minion.daemon, "run_minion", lambda config, *_, **__: seen.append(os.getenv(SHIM))
     )
     monkeypatch.setattr(saline.logs, "setup_logging", lambda *args: None)
+    monkeypatch.setattr(saline.logs, "set_process_title", lambda *args: None)
     path = minion_config(tmp_path, {SHIM: "/lab/be1/ctl"})
     assert minion_main.main(["-c", str(path)]) == 0
     assert seen == ["/lab/be1/ctl"]

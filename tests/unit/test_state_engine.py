@@ -413,7 +413,7 @@ user-{{ user }}:
 
 def test_undefined_in_template_names_the_file() -> None:
     message = error_of({"app/init.yaml": "x:\n  t.need:\n    - path: {{ pillar.nope }}\n"}, ["app"])
-    assert message.startswith("app/init.yaml: undefined in template:")
+    assert message.startswith("app/init.yaml:3: undefined in template:")
     assert "nope" in message
 
 

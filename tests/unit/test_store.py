@@ -10,13 +10,13 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg2  # type: ignore[import-untyped]
 import pytest
 
-from master.store.base import EventRecord, JobRecord, MinionRecord, ReturnRecord
+from master.store.base import EventRecord, JobRecord, MinionRecord, ReturnRecord, Store
 from master.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,23 +63,22 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(db_path)
-    yield s
-    s.close()
+def store(any_store: Store) -> Store:
+    """Each test of the contract runs on SQLite and on PostgreSQL (tests/unit/conftest.py)."""
+    return any_store
 
 
 # -- jobs ---------------------------------------------------------------------------------
 
 
-def test_job_round_trip(store: SqliteStore) -> None:
+def test_job_round_trip(store: Store) -> None:
     job = make_job("20240101120000000001")
     store.save_job(job)
     assert store.get_job(job.jid) == job
     assert store.get_job("20240101120000000002") is None
 
 
-def test_save_job_again_replaces(store: SqliteStore) -> None:
+def test_save_job_again_replaces(store: Store) -> None:
     store.save_job(make_job("20240101120000000001", missing=["chef-3"]))
     store.save_job(make_job("20240101120000000001", missing=[]))
     job = store.get_job("20240101120000000001")
@@ -87,7 +86,7 @@ def test_save_job_again_replaces(store: SqliteStore) -> None:
     assert len(store.list_jobs()) == 1
 
 
-def test_list_jobs_newest_first_with_counts(store: SqliteStore) -> None:
+def test_list_jobs_newest_first_with_counts(store: Store) -> None:
     jids = [f"2024010112000000000{i}" for i in range(1, 6)]
     # Saved out of order: the order must come from the jid, not the insertion order.
     for jid in [jids[2], jids[0], jids[4], jids[1], jids[3]]:
@@ -120,7 +119,7 @@ def test_list_jobs_newest_first_with_counts(store: SqliteStore) -> None:
 # -- returns ------------------------------------------------------------------------------
 
 
-def test_returns_round_trip(store: SqliteStore) -> None:
+def test_returns_round_trip(store: Store) -> None:
     ok = make_ret("j1", "chef-1", ret={"result": True, "changes": {}})
     failed = make_ret("j1", "chef-2", success=False, ret="boom")
     other_job = make_ret("j2", "chef-1")
@@ -130,7 +129,7 @@ def test_returns_round_trip(store: SqliteStore) -> None:
     assert store.job_returns("nope") == {}
 
 
-def test_save_returns_dedup_across_batches(store: SqliteStore) -> None:
+def test_save_returns_dedup_across_batches(store: Store) -> None:
     first = make_ret("j1", "chef-1", ret="first")
     assert store.save_returns([first, make_ret("j1", "chef-2")]) == [True, True]
     # Same (jid, minion) again, with a different payload: ignored, the first one stays.
@@ -143,7 +142,7 @@ def test_save_returns_dedup_across_batches(store: SqliteStore) -> None:
     assert sorted(returns) == ["chef-1", "chef-2", "chef-3"]
 
 
-def test_save_returns_dedup_inside_batch(store: SqliteStore) -> None:
+def test_save_returns_dedup_inside_batch(store: Store) -> None:
     batch = [
         make_ret("j1", "chef-1", ret="first"),
         make_ret("j1", "chef-2"),
@@ -154,29 +153,29 @@ def test_save_returns_dedup_inside_batch(store: SqliteStore) -> None:
     assert store.job_returns("j1")["chef-1"] == batch[0]
 
 
-def test_save_returns_empty_batch(store: SqliteStore) -> None:
+def test_save_returns_empty_batch(store: Store) -> None:
     assert store.save_returns([]) == []
     assert store.save_events([]) == []
 
 
-def test_save_returns_failed_batch_stores_nothing(store: SqliteStore) -> None:
+def test_save_returns_failed_batch_stores_nothing(store: Store) -> None:
     good = make_ret("j1", "chef-1")
     # A minion id sqlite cannot bind fails the second INSERT, after the first one ran.
     bad = make_ret("j1", cast(Any, object()))
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises((sqlite3.Error, psycopg2.Error)):
         store.save_returns([good, bad])
     assert store.job_returns("j1") == {}
     # The store is still usable and the rolled-back row counts as new.
     assert store.save_returns([good]) == [True]
 
 
-def test_save_returns_unserialisable_value_raises(store: SqliteStore) -> None:
+def test_save_returns_unserialisable_value_raises(store: Store) -> None:
     with pytest.raises(TypeError):
         store.save_returns([make_ret("j1", "chef-1"), make_ret("j1", "chef-2", ret={1, 2})])
     assert store.job_returns("j1") == {}
 
 
-def test_large_return_round_trips(store: SqliteStore) -> None:
+def test_large_return_round_trips(store: Store) -> None:
     big = "x" * (10 * 1024 * 1024)
     big_bytes = os.urandom(10 * 1024 * 1024)
     store.save_returns(
@@ -187,7 +186,7 @@ def test_large_return_round_trips(store: SqliteStore) -> None:
     assert returns["chef-2"].ret == big_bytes
 
 
-def test_bytes_and_odd_values_round_trip(store: SqliteStore) -> None:
+def test_bytes_and_odd_values_round_trip(store: Store) -> None:
     ret = {
         "raw": b"\x00\xff\xfebinary",
         "text": "caf\u00e9 \u2603",
@@ -204,7 +203,7 @@ def test_bytes_and_odd_values_round_trip(store: SqliteStore) -> None:
 # -- events -------------------------------------------------------------------------------
 
 
-def test_events_seq_increasing(store: SqliteStore) -> None:
+def test_events_seq_increasing(store: Store) -> None:
     first = store.save_events([make_event("a", n=1), make_event("b", minion=None, n=2)])
     # A seq set by the caller is ignored: the store assigns it.
     second = store.save_events([dataclasses.replace(make_event("c", n=3), seq=999)])
@@ -221,7 +220,7 @@ def test_events_seq_increasing(store: SqliteStore) -> None:
     assert saved[1].minion is None
 
 
-def test_events_since_paging(store: SqliteStore) -> None:
+def test_events_since_paging(store: Store) -> None:
     saved = store.save_events([make_event(f"salt/job/{i}", i=i) for i in range(25)])
     collected: list[EventRecord] = []
     cursor = 0
@@ -246,7 +245,7 @@ def test_events_since_paging(store: SqliteStore) -> None:
 # -- minions ------------------------------------------------------------------------------
 
 
-def test_minion_upsert_and_forget(store: SqliteStore) -> None:
+def test_minion_upsert_and_forget(store: Store) -> None:
     assert store.minions() == {}
     store.save_minion(MinionRecord("chef-1", {"os": "Ubuntu", "roles": ["fe"]}, 10.0))
     store.save_minion(MinionRecord("chef-2"))
@@ -375,7 +374,8 @@ def test_newer_schema_version_is_refused(db_path: Path) -> None:
         SqliteStore(db_path)
 
 
-def test_second_store_sees_committed_data(db_path: Path, store: SqliteStore) -> None:
+def test_second_store_sees_committed_data(db_path: Path) -> None:
+    store = SqliteStore(db_path)
     reader = SqliteStore(db_path)
     try:
         assert reader.job_returns("j1") == {}
@@ -383,3 +383,4 @@ def test_second_store_sees_committed_data(db_path: Path, store: SqliteStore) -> 
         assert list(reader.job_returns("j1")) == ["chef-1"]
     finally:
         reader.close()
+        store.close()

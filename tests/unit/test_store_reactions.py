@@ -2,7 +2,6 @@
 restarts and across the migration from the schemas before it."""
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from master.bus import EventBus
 from master.inventory import Inventory
 from master.jobs import JobManager, JobRequest
 from master.presence import Presence
-from master.store.base import ActionProgress, Chain, JobRecord, ReactionRecord
+from master.store.base import ActionProgress, Chain, JobRecord, ReactionRecord, Store
 from master.store.sqlite import SCHEMA_VERSION, SqliteStore, pack_value
 from reactors.model import RenderedAction
 from reactors.rules import OrchestrateAction, RunAction
@@ -21,10 +20,9 @@ RUN = {"kind": "run", "target": "be1", "tgt_type": "glob", "function": "test.pin
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "master.db")
-    yield s
-    s.close()
+def store(any_store: Store) -> Store:
+    """SQLite and PostgreSQL (tests/unit/conftest.py)."""
+    return any_store
 
 
 def _job(jid: str, chain: Chain | None = None) -> JobRecord:
@@ -50,7 +48,7 @@ def _reaction(rid: str, rule: str = "fix", created: float = 1.0, **kw: object) -
     return ReactionRecord(**fields)  # type: ignore[arg-type]
 
 
-def test_a_job_keeps_its_chain(store: SqliteStore) -> None:
+def test_a_job_keeps_its_chain(store: Store) -> None:
     store.save_job(_job("j1", Chain(cause=41, depth=2, rule="chef-pg")))
     store.save_job(_job("j2"))
     assert store.get_job("j1").chain == Chain(41, 2, "chef-pg")  # type: ignore[union-attr]
@@ -86,7 +84,7 @@ def test_a_restarted_master_knows_the_chain_of_an_earlier_job(tmp_path: Path) ->
         second.close()
 
 
-def test_reactions_round_trip_as_models(store: SqliteStore) -> None:
+def test_reactions_round_trip_as_models(store: Store) -> None:
     row = _reaction("r1")
     row.progress[0] = ActionProgress("started", jid="20261202000000000001")
     store.save_reactions([row])
@@ -97,7 +95,7 @@ def test_reactions_round_trip_as_models(store: SqliteStore) -> None:
     assert store.get_reaction("r2") is None
 
 
-def test_history_is_newest_first_and_filters_by_rule(store: SqliteStore) -> None:
+def test_history_is_newest_first_and_filters_by_rule(store: Store) -> None:
     store.save_reactions([_reaction("a", created=1.0), _reaction("b", "other", created=2.0)])
     store.save_reactions([_reaction("c", created=3.0)])
     assert [r.id for r in store.reaction_history()] == ["c", "b", "a"]
@@ -105,7 +103,7 @@ def test_history_is_newest_first_and_filters_by_rule(store: SqliteStore) -> None
     assert [r.id for r in store.reaction_history(limit=1)] == ["c"]
 
 
-def test_open_reactions_are_fired_or_approved_and_unfinished(store: SqliteStore) -> None:
+def test_open_reactions_are_fired_or_approved_and_unfinished(store: Store) -> None:
     store.save_reactions(
         [
             _reaction("open", created=2.0),
@@ -117,7 +115,7 @@ def test_open_reactions_are_fired_or_approved_and_unfinished(store: SqliteStore)
     assert [r.id for r in store.open_reactions()] == ["approved", "open"]
 
 
-def test_a_batch_of_reactions_is_stored_whole_or_not_at_all(store: SqliteStore) -> None:
+def test_a_batch_of_reactions_is_stored_whole_or_not_at_all(store: Store) -> None:
     bad = _reaction("bad")
     bad.progress[0] = ActionProgress("done", detail=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
@@ -125,7 +123,7 @@ def test_a_batch_of_reactions_is_stored_whole_or_not_at_all(store: SqliteStore) 
     assert store.get_reaction("good") is None
 
 
-def test_reactor_state_round_trip(store: SqliteStore) -> None:
+def test_reactor_state_round_trip(store: Store) -> None:
     assert store.load_reactor_state() is None
     store.save_reactor_state({"paused": True, "in_flight": {"r1": 1.0}})
     store.save_reactor_state({"paused": False, "in_flight": {}})

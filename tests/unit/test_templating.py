@@ -46,7 +46,7 @@ def test_both_environments_refuse_python_internals() -> None:
 
 def test_file_templates_are_strict_keep_newlines_and_do_not_escape() -> None:
     assert render("a <{{ x }}> &\n", name="t", context={"x": "b"}) == "a <b> &\n"
-    with pytest.raises(RenderError, match=r"^t: undefined in template: 'nope' is undefined"):
+    with pytest.raises(RenderError, match=r"^t:1: undefined in template: 'nope' is undefined"):
         render("{{ nope }}", name="t", context={})
     with pytest.raises(RenderError, match=r"^t:2: template syntax error"):
         render("ok\n{{ x", name="t", context={})
@@ -80,17 +80,23 @@ def test_functions_raising_on_purpose_pass_through() -> None:
 
 
 def test_state_files_errors_are_state_errors() -> None:
-    with pytest.raises(StateError, match=r"^app\.yaml: undefined in template"):
+    with pytest.raises(StateError, match=r"^app\.yaml:1: undefined in template"):
         render_jinja("{{ pillar.nope }}", name="app.yaml", context={"pillar": {}})
 
 
 def test_pillar_template_errors_are_pillar_errors(tmp_path: Path) -> None:
     (tmp_path / "top.yaml").write_text("'*': [common]\n")
     (tmp_path / "common.yaml").write_text("a: {{ grains.nope }}\n")
-    with pytest.raises(PillarError, match=r"^pillar/common\.yaml: undefined in template"):
+    with pytest.raises(PillarError, match=r"^pillar/common\.yaml:1: undefined in template"):
         PillarCompiler([tmp_path]).compile("m1", {})
 
 
 def test_runbook_expressions_are_immutable() -> None:
     with pytest.raises(RunbookError, match="SecurityError"):
         evaluate("vars.x.append(1)", {"vars": {"x": []}})
+
+
+def test_an_undefined_name_is_reported_with_its_line() -> None:
+    source = "a: 1\nb: 2\nc: {{ pillar.nope }}\n"
+    with pytest.raises(RenderError, match=r"^x\.yaml:3: undefined in template: .*nope"):
+        render(source, name="x.yaml", context={"pillar": {}})

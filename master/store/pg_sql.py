@@ -1,0 +1,181 @@
+"""The PostgreSQL store's schema, as versioned migrations (``saline_schema`` holds the
+version), and every statement the store runs, as literals (no SQL is built at run time).
+
+Columns and meanings are the SQLite store's (``schema.py``); ``user`` is ``user_name`` here
+(a reserved word), and ``row_no`` orders reactions written in one instant.
+"""
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE jobs (
+            jid TEXT PRIMARY KEY,
+            fun TEXT NOT NULL,
+            args BYTEA NOT NULL,
+            kwargs BYTEA NOT NULL,
+            target TEXT NOT NULL,
+            tgt_type TEXT NOT NULL,
+            minions BYTEA NOT NULL,
+            missing BYTEA NOT NULL,
+            user_name TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            timeout DOUBLE PRECISION NOT NULL,
+            cause BIGINT,
+            depth INTEGER NOT NULL DEFAULT 0,
+            rule TEXT
+        )""",
+        """CREATE TABLE returns (
+            jid TEXT NOT NULL,
+            minion TEXT NOT NULL,
+            fun TEXT NOT NULL,
+            success BOOLEAN NOT NULL,
+            retcode INTEGER NOT NULL,
+            ret BYTEA NOT NULL,
+            duration_ms DOUBLE PRECISION NOT NULL,
+            received DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (jid, minion)
+        )""",
+        """CREATE TABLE events (
+            seq BIGSERIAL PRIMARY KEY,
+            tag TEXT NOT NULL,
+            data BYTEA NOT NULL,
+            minion TEXT,
+            ts DOUBLE PRECISION NOT NULL,
+            cause BIGINT,
+            depth INTEGER NOT NULL DEFAULT 0,
+            rule TEXT
+        )""",
+        """CREATE TABLE minions (
+            id TEXT PRIMARY KEY,
+            grains BYTEA NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE reactions (
+            id TEXT PRIMARY KEY,
+            row_no BIGSERIAL,
+            event_seq BIGINT,
+            event_tag TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            key TEXT NOT NULL,
+            actions BYTEA NOT NULL,
+            progress BYTEA NOT NULL,
+            outcome TEXT,
+            created DOUBLE PRECISION NOT NULL,
+            finished DOUBLE PRECISION
+        )""",
+        "CREATE INDEX reactions_created ON reactions (created)",
+        "CREATE INDEX reactions_open ON reactions (created) WHERE outcome IS NULL",
+        """CREATE TABLE reactor_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            state BYTEA NOT NULL,
+            updated DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+}
+
+#: one master migrates at a time (a transaction-scoped advisory lock); the others wait
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(4606)"
+CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS saline_schema (version INTEGER NOT NULL)"
+SELECT_VERSION = "SELECT version FROM saline_schema"
+INSERT_VERSION = "INSERT INTO saline_schema (version) VALUES (%s)"
+UPDATE_VERSION = "UPDATE saline_schema SET version = %s"
+
+SAVE_JOB = """
+    INSERT INTO jobs (jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name,
+        created, timeout, cause, depth, rule)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+    ON CONFLICT (jid) DO UPDATE SET fun = EXCLUDED.fun, args = EXCLUDED.args,
+        kwargs = EXCLUDED.kwargs, target = EXCLUDED.target, tgt_type = EXCLUDED.tgt_type,
+        minions = EXCLUDED.minions, missing = EXCLUDED.missing, user_name = EXCLUDED.user_name,
+        created = EXCLUDED.created, timeout = EXCLUDED.timeout, cause = EXCLUDED.cause,
+        depth = EXCLUDED.depth, rule = EXCLUDED.rule
+"""
+SELECT_JOB = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
+        timeout, cause, depth, rule
+    FROM jobs WHERE jid = %s
+"""
+# Filters (NULL filters nothing): fun and target are regular expressions made from globs
+# (postgres.glob_regex), user is exact.
+LIST_JOBS = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
+        timeout, cause, depth, rule,
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success)
+    FROM jobs j
+    WHERE (%(fun)s::text IS NULL OR j.fun ~ %(fun)s)
+        AND (%(target)s::text IS NULL OR j.target ~ %(target)s)
+        AND (%(user)s::text IS NULL OR j.user_name = %(user)s)
+    ORDER BY j.jid DESC LIMIT %(limit)s
+"""
+SCAN_JOBS_KWARGS = """
+    SELECT jid, kwargs FROM jobs j
+    WHERE (%(fun)s::text IS NULL OR j.fun ~ %(fun)s)
+        AND (%(target)s::text IS NULL OR j.target ~ %(target)s)
+        AND (%(user)s::text IS NULL OR j.user_name = %(user)s)
+    ORDER BY j.jid DESC LIMIT %(limit)s
+"""
+LIST_JOBS_BY_JID = """
+    SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
+        timeout, cause, depth, rule,
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
+        (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success)
+    FROM jobs j WHERE j.jid = ANY(%(jids)s) ORDER BY j.jid DESC
+"""
+INSERT_RETURN = """
+    INSERT INTO returns (jid, minion, fun, success, retcode, ret, duration_ms, received)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (jid, minion) DO NOTHING
+"""
+SELECT_RETURNS = """
+    SELECT jid, minion, fun, success, retcode, ret, duration_ms, received
+    FROM returns WHERE jid = %s ORDER BY minion
+"""
+#: for execute_values: one statement per page, RETURNING in the order of the VALUES
+INSERT_EVENTS = """
+    INSERT INTO events (tag, data, minion, ts, cause, depth, rule) VALUES %s RETURNING seq
+"""
+EVENTS_SINCE = """
+    SELECT seq, tag, data, minion, ts, cause, depth, rule FROM events
+    WHERE seq > %s ORDER BY seq LIMIT %s
+"""
+SAVE_MINION = """
+    INSERT INTO minions (id, grains, last_seen) VALUES (%s,%s,%s)
+    ON CONFLICT (id) DO UPDATE SET grains = EXCLUDED.grains, last_seen = EXCLUDED.last_seen
+"""
+SELECT_MINIONS = "SELECT id, grains, last_seen FROM minions ORDER BY id"
+DELETE_MINION = "DELETE FROM minions WHERE id = %s"
+SAVE_REACTION = """
+    INSERT INTO reactions (id, event_seq, event_tag, rule, verdict, reason, key, actions,
+        progress, outcome, created, finished)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+    ON CONFLICT (id) DO UPDATE SET event_seq = EXCLUDED.event_seq,
+        event_tag = EXCLUDED.event_tag, rule = EXCLUDED.rule, verdict = EXCLUDED.verdict,
+        reason = EXCLUDED.reason, key = EXCLUDED.key, actions = EXCLUDED.actions,
+        progress = EXCLUDED.progress, outcome = EXCLUDED.outcome, created = EXCLUDED.created,
+        finished = EXCLUDED.finished
+"""
+SELECT_REACTION = """
+    SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
+        created, finished
+    FROM reactions WHERE id = %s
+"""
+REACTION_HISTORY = """
+    SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
+        created, finished
+    FROM reactions WHERE (%s::text IS NULL OR rule = %s)
+    ORDER BY created DESC, row_no DESC LIMIT %s
+"""
+OPEN_REACTIONS = """
+    SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
+        created, finished
+    FROM reactions WHERE outcome IS NULL AND verdict IN ('fire', 'approved')
+    ORDER BY created, row_no
+"""
+SAVE_REACTOR_STATE = """
+    INSERT INTO reactor_state (id, state, updated) VALUES (1, %s, %s)
+    ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated = EXCLUDED.updated
+"""
+LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
