@@ -113,6 +113,14 @@ class MinionRecord:
     last_seen: float = 0.0
 
 
+#: ``list_jobs`` with a test-mode filter reads at most this many times ``limit`` of the
+#: newest jobs passing the other filters, and never more than TEST_SCAN_MAX (kwargs are
+#: msgpack blobs SQL cannot look into; no column for it, to keep the schema; the bound
+#: keeps the master's loop from stalling): an older test-mode job is not listed.
+TEST_SCAN_FACTOR = 100
+TEST_SCAN_MAX = 100_000
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """Which jobs ``Store.list_jobs`` lists; a field left None does not filter."""

@@ -26,6 +26,8 @@ import psycopg2.extras  # type: ignore[import-untyped]
 
 from master.store import pg_sql as sql
 from master.store.base import (
+    TEST_SCAN_FACTOR,
+    TEST_SCAN_MAX,
     EventRecord,
     JobFilter,
     JobRecord,
@@ -38,15 +40,16 @@ from master.store.base import (
     StoreUnavailable,
 )
 from master.store.pg_sql import MIGRATIONS, SCHEMA_VERSION
-from master.store.sqlite import (
-    TEST_SCAN_FACTOR,
-    TEST_SCAN_MAX,
-    _event_from_row,
-    _job_from_row,
-    _reaction_from_row,
-    _reaction_row,
-    _return_from_row,
+from master.store.rows import (
+    event_from_row,
+    event_row,
+    job_from_row,
+    job_row,
     pack_value,
+    reaction_from_row,
+    reaction_row,
+    return_from_row,
+    return_row,
     unpack_value,
 )
 
@@ -166,28 +169,13 @@ class PostgresStore(Store):
     # -- jobs -------------------------------------------------------------------------
 
     def save_job(self, job: JobRecord) -> None:
-        row = (
-            job.jid,
-            job.fun,
-            pack_value(job.args),
-            pack_value(job.kwargs),
-            job.target,
-            job.tgt_type,
-            pack_value(job.minions),
-            pack_value(job.missing),
-            job.user,
-            job.created,
-            job.timeout,
-            job.chain.cause,
-            job.chain.depth,
-            job.chain.rule,
-        )
+        row = job_row(job)
         with self._transaction() as cur:
             cur.execute(sql.SAVE_JOB, row)
 
     def get_job(self, jid: str) -> JobRecord | None:
         rows = self._read(sql.SELECT_JOB, (jid,))
-        return _job_from_row(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def list_jobs(self, limit: int = 50, filters: JobFilter | None = None) -> list[JobSummary]:
         """As the SQLite store's: function, target (globs) and user filter in SQL; the
@@ -209,7 +197,7 @@ class PostgresStore(Store):
             ][:limit]
             rows = self._read(sql.LIST_JOBS_BY_JID, {"jids": matching})
         return [
-            JobSummary(job=_job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
+            JobSummary(job=job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
             for row in rows
         ]
 
@@ -218,11 +206,7 @@ class PostgresStore(Store):
     def save_returns(self, returns: Sequence[ReturnRecord]) -> list[bool]:
         if not returns:
             return []
-        rows = [
-            (r.jid, r.minion, r.fun, r.success, r.retcode, pack_value(r.ret), r.duration_ms,
-             r.received)
-            for r in returns
-        ]  # fmt: skip
+        rows = [return_row(r) for r in returns]
         new: list[bool] = []
         with self._transaction() as cur:
             for row in rows:
@@ -232,16 +216,14 @@ class PostgresStore(Store):
 
     def job_returns(self, jid: str) -> dict[str, ReturnRecord]:
         rows = self._read(sql.SELECT_RETURNS, (jid,))
-        return {row[1]: _return_from_row(row) for row in rows}
+        return {row[1]: return_from_row(row) for row in rows}
 
     # -- events -----------------------------------------------------------------------
 
     def save_events(self, events: Sequence[EventRecord]) -> list[EventRecord]:
         if not events:
             return []
-        rows = [
-            (e.tag, pack_value(e.data), e.minion, e.ts, e.cause, e.depth, e.rule) for e in events
-        ]
+        rows = [event_row(e) for e in events]
         with self._transaction() as cur:
             # one statement per page, RETURNING in the order of the VALUES
             seqs = psycopg2.extras.execute_values(
@@ -255,7 +237,7 @@ class PostgresStore(Store):
 
     def events_since(self, seq: int = 0, limit: int = 1000) -> list[EventRecord]:
         rows = self._read(sql.EVENTS_SINCE, (seq, limit))
-        return [_event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     # -- minions ----------------------------------------------------------------------
 
@@ -278,22 +260,22 @@ class PostgresStore(Store):
     # -- the reactor's trail --------------------------------------------------------------
 
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
-        rows = [_reaction_row(r) for r in reactions]
+        rows = [reaction_row(r) for r in reactions]
         with self._transaction() as cur:
             for row in rows:
                 cur.execute(sql.SAVE_REACTION, row)
 
     def get_reaction(self, reaction_id: str) -> ReactionRecord | None:
         rows = self._read(sql.SELECT_REACTION, (reaction_id,))
-        return _reaction_from_row(rows[0]) if rows else None
+        return reaction_from_row(rows[0]) if rows else None
 
     def reaction_history(self, limit: int = 50, rule: str | None = None) -> list[ReactionRecord]:
         rows = self._read(sql.REACTION_HISTORY, (rule, rule, limit))
-        return [_reaction_from_row(r) for r in rows]
+        return [reaction_from_row(r) for r in rows]
 
     def open_reactions(self) -> list[ReactionRecord]:
         rows = self._read(sql.OPEN_REACTIONS)
-        return [_reaction_from_row(r) for r in rows]
+        return [reaction_from_row(r) for r in rows]
 
     def save_reactor_state(self, state: dict[str, Any]) -> None:
         with self._transaction() as cur:

@@ -22,12 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from master.store import schema
 from master.store.base import (
-    ActionProgress,
-    Chain,
+    TEST_SCAN_FACTOR,
+    TEST_SCAN_MAX,
     EventRecord,
     JobFilter,
     JobRecord,
@@ -38,8 +36,20 @@ from master.store.base import (
     Store,
     StoreError,
 )
+from master.store.rows import (
+    event_from_row,
+    event_row,
+    job_from_row,
+    job_row,
+    kwargs_of,
+    pack_value,
+    reaction_from_row,
+    reaction_row,
+    return_from_row,
+    return_row,
+    unpack_value,
+)
 from master.store.schema import SCHEMA_VERSION
-from reactors.model import RenderedAction
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,117 +61,11 @@ __all__ = [
 ]
 
 BUSY_TIMEOUT_MS = 5000
-#: ``list_jobs`` with a test-mode filter reads at most this many times ``limit`` of the
-#: newest jobs passing the other filters, and never more than TEST_SCAN_MAX (kwargs are
-#: msgpack blobs SQL cannot look into; no column for it, to keep the schema; the bound
-#: keeps the master's loop from stalling): an older test-mode job is not listed.
-TEST_SCAN_FACTOR = 100
-TEST_SCAN_MAX = 100_000
-
-
-def pack_value(value: Any) -> bytes:
-    """Serialise a msgpack-able value; raises TypeError for anything else."""
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
-
-
-def unpack_value(blob: bytes) -> Any:
-    # strict_map_key=False: return values may be dicts with int keys.
-    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
-
-
-def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
-    jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout = row[:11]
-    cause, depth, rule = row[11:14]
-    return JobRecord(
-        jid=jid,
-        fun=fun,
-        args=unpack_value(args),
-        kwargs=unpack_value(kwargs),
-        target=target,
-        tgt_type=tgt_type,
-        minions=unpack_value(minions),
-        missing=unpack_value(missing),
-        user=user,
-        created=created,
-        timeout=timeout,
-        chain=Chain(cause, depth, rule),
-    )
 
 
 def _glob(pattern: str | None) -> str | None:
     """A shell glob (``fnmatch``: ``[!abc]`` negates) in SQLite's GLOB spelling (``[^abc]``)."""
     return None if pattern is None else pattern.replace("[!", "[^")
-
-
-def _kwargs_of(blob: bytes) -> dict[str, Any]:
-    """A stored job's kwargs (a map; anything else reads as no kwargs)."""
-    kwargs = unpack_value(blob)
-    return kwargs if isinstance(kwargs, dict) else {}
-
-
-def _return_from_row(row: tuple[Any, ...]) -> ReturnRecord:
-    jid, minion, fun, success, retcode, ret, duration_ms, received = row
-    return ReturnRecord(
-        jid=jid,
-        minion=minion,
-        fun=fun,
-        success=bool(success),
-        retcode=retcode,
-        ret=unpack_value(ret),
-        duration_ms=duration_ms,
-        received=received,
-    )
-
-
-def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
-    seq, tag, data, minion, ts, cause, depth, rule = row
-    return EventRecord(
-        tag=tag,
-        data=unpack_value(data),
-        minion=minion,
-        ts=ts,
-        seq=seq,
-        cause=cause,
-        depth=depth,
-        rule=rule,
-    )
-
-
-def _reaction_row(record: ReactionRecord) -> tuple[Any, ...]:
-    progress = {str(i): dataclasses.asdict(p) for i, p in record.progress.items()}
-    return (
-        record.id,
-        record.event_seq,
-        record.event_tag,
-        record.rule,
-        record.verdict,
-        record.reason,
-        record.key,
-        pack_value([a.model_dump(mode="json") for a in record.actions]),
-        pack_value(progress),
-        record.outcome,
-        record.created or time.time(),
-        record.finished,
-    )
-
-
-def _reaction_from_row(row: tuple[Any, ...]) -> ReactionRecord:
-    progress = {int(k): ActionProgress(**v) for k, v in unpack_value(row[8]).items()}
-    return ReactionRecord(
-        id=row[0],
-        event_seq=row[1],
-        event_tag=row[2],
-        rule=row[3],
-        verdict=row[4],
-        reason=row[5],
-        key=row[6],
-        actions=[RenderedAction.model_validate(a) for a in unpack_value(row[7])],
-        progress=progress,
-        outcome=row[9],
-        created=row[10],
-        finished=row[11],
-    )
 
 
 class SqliteStore(Store):
@@ -251,28 +155,13 @@ class SqliteStore(Store):
 
     def save_job(self, job: JobRecord) -> None:
         """Insert or replace the job; durable (see module doc) when this returns."""
-        row = (
-            job.jid,
-            job.fun,
-            pack_value(job.args),
-            pack_value(job.kwargs),
-            job.target,
-            job.tgt_type,
-            pack_value(job.minions),
-            pack_value(job.missing),
-            job.user,
-            job.created,
-            job.timeout,
-            job.chain.cause,
-            job.chain.depth,
-            job.chain.rule,
-        )
+        row = job_row(job)
         with self._transaction() as conn:
             conn.execute(schema.INSERT_JOB, row)
 
     def get_job(self, jid: str) -> JobRecord | None:
         row = self._conn.execute(schema.SELECT_JOB, (jid,)).fetchone()
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row)
 
     def list_jobs(self, limit: int = 50, filters: JobFilter | None = None) -> list[JobSummary]:
         """The ``limit`` newest jobs (by jid, which sorts by time) that pass ``filters``,
@@ -288,14 +177,14 @@ class SqliteStore(Store):
             matching: list[str] = []
             cursor = self._conn.execute(schema.SCAN_JOBS_KWARGS, scan)
             for jid, kwargs in cursor:  # row by row: stop at the limit'th match
-                if wanted.admits_test_mode(_kwargs_of(kwargs)):
+                if wanted.admits_test_mode(kwargs_of(kwargs)):
                     matching.append(jid)
                     if len(matching) == limit:
                         break
             cursor.close()
             rows = [self._conn.execute(schema.LIST_JOB, (jid,)).fetchone() for jid in matching]
         return [
-            JobSummary(job=_job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
+            JobSummary(job=job_from_row(row[:-2]), returned=row[-2], succeeded=row[-1])
             for row in rows
             if row is not None
         ]
@@ -311,19 +200,7 @@ class SqliteStore(Store):
         if not returns:
             return []
         # Serialise before BEGIN so a bad value cannot hold the write lock.
-        rows = [
-            (
-                r.jid,
-                r.minion,
-                r.fun,
-                int(r.success),
-                r.retcode,
-                pack_value(r.ret),
-                r.duration_ms,
-                r.received,
-            )
-            for r in returns
-        ]
+        rows = [return_row(r) for r in returns]
         new: list[bool] = []
         with self._transaction() as conn:
             for row in rows:
@@ -335,7 +212,7 @@ class SqliteStore(Store):
     def job_returns(self, jid: str) -> dict[str, ReturnRecord]:
         """Returns of ``jid`` keyed by minion id."""
         rows = self._conn.execute(schema.SELECT_RETURNS, (jid,)).fetchall()
-        return {row[1]: _return_from_row(row) for row in rows}
+        return {row[1]: return_from_row(row) for row in rows}
 
     # -- events -----------------------------------------------------------------------
 
@@ -347,9 +224,7 @@ class SqliteStore(Store):
         """
         if not events:
             return []
-        rows = [
-            (e.tag, pack_value(e.data), e.minion, e.ts, e.cause, e.depth, e.rule) for e in events
-        ]
+        rows = [event_row(e) for e in events]
         saved: list[EventRecord] = []
         with self._transaction() as conn:
             for event, row in zip(events, rows, strict=True):
@@ -360,7 +235,7 @@ class SqliteStore(Store):
     def events_since(self, seq: int = 0, limit: int = 1000) -> list[EventRecord]:
         """At most ``limit`` events with seq > ``seq``, oldest first."""
         rows = self._conn.execute(schema.EVENTS_SINCE, (seq, limit)).fetchall()
-        return [_event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     # -- minions ----------------------------------------------------------------------
 
@@ -385,21 +260,21 @@ class SqliteStore(Store):
     # -- the reactor's trail --------------------------------------------------------------
 
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
-        rows = [_reaction_row(r) for r in reactions]  # before BEGIN: see save_returns
+        rows = [reaction_row(r) for r in reactions]  # before BEGIN: see save_returns
         with self._transaction() as conn:
             for row in rows:
                 conn.execute(schema.SAVE_REACTION, row)
 
     def get_reaction(self, reaction_id: str) -> ReactionRecord | None:
         row = self._conn.execute(schema.SELECT_REACTION, (reaction_id,)).fetchone()
-        return None if row is None else _reaction_from_row(row)
+        return None if row is None else reaction_from_row(row)
 
     def reaction_history(self, limit: int = 50, rule: str | None = None) -> list[ReactionRecord]:
         rows = self._conn.execute(schema.REACTION_HISTORY, (rule, rule, limit)).fetchall()
-        return [_reaction_from_row(r) for r in rows]
+        return [reaction_from_row(r) for r in rows]
 
     def open_reactions(self) -> list[ReactionRecord]:
-        return [_reaction_from_row(r) for r in self._conn.execute(schema.OPEN_REACTIONS)]
+        return [reaction_from_row(r) for r in self._conn.execute(schema.OPEN_REACTIONS)]
 
     def save_reactor_state(self, state: dict[str, Any]) -> None:
         row = (pack_value(state), time.time())
