@@ -10,13 +10,16 @@ CHEF_DEMO_DIR ?= /tmp/saline-chef-demo
 
 .PHONY: setup system lint typecheck unit test demo bench man clean
 
-# Debian packages the tests run for real: PostgreSQL 15 (replication checks) and etcd.
+# Debian packages the tests run for real: PostgreSQL 15 (replication checks, the PostgreSQL
+# store), etcd (health checks, leadership), man and groff (the man page renders cleanly).
 PG_BIN := /usr/lib/postgresql/15/bin
 system:
 	@missing=""; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -x $(PG_BIN)/initdb ] || missing="$$missing postgresql"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v man >/dev/null || missing="$$missing man-db"; \
+	command -v groff >/dev/null || missing="$$missing groff-base"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

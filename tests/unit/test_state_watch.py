@@ -38,13 +38,13 @@ def node(tmp_path: Path) -> Iterator[tuple[Context, Path]]:
     provider.stop("app")
 
 
-def _apply(mctx: Context, text: str) -> dict[str, Any]:
+def _apply(mctx: Context, text: str, test: bool = False) -> dict[str, Any]:
     call = minion_call(mctx)
     files = Files({"main.yaml": text})
     chunks = compile_states(
         ["main"], files=files, minion_id="be1", grains={}, pillar={}, call=call, registry=REGISTRY
     )
-    ctx = StateContext(minion_id="be1", grains={}, pillar={}, test=False, call=call, files=files)
+    ctx = StateContext(minion_id="be1", grains={}, pillar={}, test=test, call=call, files=files)
     return {r.key: r for r in run(chunks, ctx, REGISTRY)}
 
 
@@ -105,3 +105,23 @@ app:
     assert _lines(starts) == 2
     _apply(mctx, state("v=2"))  # nothing changed: left alone
     assert _lines(starts) == 2
+
+
+def test_test_mode_says_once_what_a_watching_service_would_do(
+    node: tuple[Context, Path],
+) -> None:
+    mctx, tmp = node
+    conf, starts = tmp / "app.conf", tmp / "starts"
+    text = f"""
+{conf}:
+  file.managed:
+    - contents: "v=1"
+app:
+  service.running:
+    - watch:
+      - file: {conf}
+"""
+    results = _apply(mctx, text, test=True)
+    service = results["service.running:app"]
+    assert service.result is None and service.comment == "would start service app"
+    assert not conf.exists() and _lines(starts) == 0, "test mode changes nothing"
