@@ -27,6 +27,7 @@ from minion.channel import ChannelError
 from minion.config import MinionConfig, load_minion_config
 from minion.executor import execute
 from minion.grains import collect_grains, minion_id
+from minion.masterkey import master_public_key
 from minion.modules import declared_timeouts, registry
 from minion.modules.base import Context
 from minion.modules.state import preload as preload_states
@@ -35,8 +36,8 @@ from minion.services.select import select_provider
 from minion.spool import event_spool, return_spool
 from saline.codec import decode_from_master, encode
 from saline.daemon import run_service
-from saline.errors import KeyRingError, ProtocolError
-from saline.keys import check_public_key, fingerprint, is_public_key, load_or_create_keypair
+from saline.errors import ProtocolError
+from saline.keys import fingerprint, load_or_create_keypair
 from saline.protocol import (
     Ack,
     Bye,
@@ -70,35 +71,6 @@ class LinkState(StrEnum):
     PENDING = "pending"
     REFUSED = "refused"
     READY = "ready"
-
-
-def master_public_key(config: MinionConfig) -> str:
-    """The master's Z85 key from config (inline or a file), checked against master_finger.
-
-    :raises KeyRingError: no key, a malformed key, or a fingerprint mismatch.
-    """
-    value = config.master_pub
-    if value is None:
-        default = config.pki_dir / "master.pub"
-        if not default.exists():
-            raise KeyRingError(
-                f"no master key: set master_pub or place the master's master.pub at {default}"
-            )
-        value = str(default)
-    if not is_public_key(value):
-        try:
-            value = Path(value).read_text().strip()
-        except OSError as e:
-            raise KeyRingError(f"cannot read master_pub {value}: {e.strerror}") from e
-    public = check_public_key(value)
-    if config.master_finger is not None:
-        actual = fingerprint(public)
-        if actual.lower() != config.master_finger.strip().lower():
-            raise KeyRingError(
-                f"master key fingerprint {actual} differs from master_finger "
-                f"{config.master_finger}: refusing to talk to this master"
-            )
-    return public
 
 
 class Minion:

@@ -23,6 +23,7 @@ import zmq.asyncio
 
 from minion.channel import ChannelError
 from minion.config import MinionConfig
+from minion.masterkey import master_public_key
 from saline.codec import decode_from_master, encode
 from saline.errors import ProtocolError
 from saline.keys import read_keypair
@@ -44,8 +45,6 @@ class MasterRelay:
     def __init__(
         self, config: MinionConfig, minion_id: str, timeout: float = REQUEST_TIMEOUT
     ) -> None:
-        from minion.daemon import master_public_key  # checks master_finger
-
         self.config = config
         self.minion_id = minion_id
         self.timeout = timeout
