@@ -45,6 +45,8 @@ class ClientApi:
 
     async def start(self) -> None:
         self.sock_dir.mkdir(parents=True, exist_ok=True)
+        # the directory first: the socket is never reachable with the mode umask gave it
+        os.chmod(self.sock_dir, self._modes()[0])
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.server = await asyncio.start_unix_server(
@@ -52,10 +54,14 @@ class ClientApi:
         )
         self._set_modes()
 
+    def _modes(self) -> tuple[int, int]:
+        """(directory, socket) modes: open to local users only when client_acl names some."""
+        return (0o755, 0o666) if self.acl else (0o700, 0o600)
+
     def _set_modes(self) -> None:
-        open_to_acl = bool(self.acl)
-        os.chmod(self.sock_dir, 0o755 if open_to_acl else 0o700)
-        os.chmod(self.path, 0o666 if open_to_acl else 0o600)
+        directory, socket_mode = self._modes()
+        os.chmod(self.sock_dir, directory)
+        os.chmod(self.path, socket_mode)
 
     def set_acl(self, acl: dict[str, list[str]]) -> str:
         """A reloaded ``client_acl``: new connections are judged by it (open ones keep the
