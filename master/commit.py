@@ -12,6 +12,7 @@ from master.drift import bounded, drift_of
 from master.handlers import Batch
 from master.intake import EventIntake
 from master.jobs import JobManager
+from master.metrics import MasterMetrics
 from master.minion_socket import MinionSocket
 from master.stats import Refusals
 from master.store.base import EventRecord, Store
@@ -30,8 +31,11 @@ class Committer:
         socket: MinionSocket,
         refusals: Refusals,
         max_event_bytes: int,
+        metrics: MasterMetrics | None = None,
     ) -> None:
         self.store = store
+        #: returns and events received (a registry of its own unless given)
+        self.metrics = metrics if metrics is not None else MasterMetrics()
         self.bus = bus
         self.jobs = jobs
         self.intake = intake
@@ -54,6 +58,8 @@ class Committer:
         self.bus.publish_records(batch.events)
         records = [r for _, r in batch.returns]
         new = self.store.save_returns(records)
+        self.metrics.returns_received.inc(len(records))
+        self.metrics.events_received.inc(len(batch.events))
         fresh = [r for r, is_new in zip(records, new, strict=True) if is_new]
         now = time.time()
         outgoing = []

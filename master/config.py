@@ -5,8 +5,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from master.notify_config import NOTIFY_ON, NotifyOn, NotifyTargets
 from saline.api import DEFAULT_MASTER_CONFIG, DEFAULT_SOCK_DIR, SOCKET_NAME
 from saline.config import load_yaml_model, resolve_config_path
+from saline.durations import Duration
+from saline.listen import LISTEN_PATTERN
 from saline.targeting import TargetType
 from saline.wire import DEFAULT_MAX_FRAME
 
@@ -49,6 +52,8 @@ class MasterConfig(BaseModel):
     sock_dir: Path = Path(DEFAULT_SOCK_DIR)
     log_file: Path | None = None
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: ``HOST:PORT`` (``[V6]:PORT``) the Prometheus metrics endpoint listens on; None: off
+    metrics_listen: str | None = Field(default=None, pattern=LISTEN_PATTERN)
     #: accept every new minion key without an operator (labs only; logged loudly)
     auto_accept: bool = False
     #: frames larger than this are refused and counted
@@ -102,6 +107,15 @@ class MasterConfig(BaseModel):
     new_key_burst_per_address: float = Field(default=50.0, ge=1)
     #: cap on one event's data, packed (bigger events are refused as ``bad_event``)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    #: how long the store keeps jobs (with their returns), events and reactor decisions
+    #: (``7d``, ``90d``, seconds; 0: for ever); what is still needed is never pruned
+    keep_jobs: Duration = 7 * 86400.0
+    keep_events: Duration = 7 * 86400.0
+    keep_reactions: Duration = 90 * 86400.0
+    #: where escalations and failed reactions are sent (webhook, slack, pagerduty, email)
+    notify: NotifyTargets = Field(default_factory=list)
+    #: which of the reactor's audit events notify every target
+    notify_on: NotifyOn = Field(default_factory=lambda: [*NOTIFY_ON])
 
     @property
     def client_socket(self) -> Path:

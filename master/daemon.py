@@ -20,12 +20,15 @@ from master.handlers import Batch, MinionHandlers
 from master.intake import EventIntake
 from master.inventory import Inventory
 from master.jobs import JobManager
+from master.metrics import MasterMetrics, MetricsServer, StateCollector, StateParts
 from master.minion_socket import MinionSocket
+from master.notify import Notifier
 from master.operations import Operations
 from master.pillar import PillarCompiler
 from master.presence import Presence
 from master.ratelimit import RateLimiter
 from master.reactor import Reactor
+from master.retention import Keep, Retention
 from master.scheduler import Enforcer
 from master.stats import Refusals
 from master.store.open import open_store
@@ -64,6 +67,9 @@ class Master:
         self.keys = KeyRing(config.pki_dir)
         self.refusals = Refusals()
         self.store = open_store(config)
+        #: the master's own Prometheus registry; its counters go to the parts that count
+        self.metrics = MasterMetrics()
+        self.metrics.time_store_writes(self.store)
         self.bus = EventBus(self.store)
         self.presence = Presence(config.presence_timeout)
         self.inventory = Inventory(self.keys, self.presence, self.store)
@@ -83,7 +89,12 @@ class Master:
         self.functions = FunctionIndex()  # the execution functions the minions' hellos listed
         self.fileserver = FileServer(config.file_roots)
         self.jobs = JobManager(
-            self.store, self.bus, self.inventory, self._send_job, config.max_concurrent_jobs
+            self.store,
+            self.bus,
+            self.inventory,
+            self._send_job,
+            config.max_concurrent_jobs,
+            metrics=self.metrics,
         )
         self.handlers = MinionHandlers(
             version=saline.__version__,
@@ -113,8 +124,13 @@ class Master:
             self.socket,
             self.refusals,
             config.max_event_bytes,
+            metrics=self.metrics,
         )
         runbook_roots = [*config.runbook_roots, SHIPPED_RUNBOOKS]
+        #: escalations and failed reactions told to the notify targets (a bad secret file stops)
+        self.notifier = Notifier(
+            config.notify, config.notify_on, self.store, self.bus, config.data_dir
+        )
         self.reactor = Reactor(  # a bad rule file stops the start, naming file and line
             store=self.store,
             bus=self.bus,
@@ -125,6 +141,8 @@ class Master:
             max_depth=config.reactor_max_depth,
             state_exists=self._state_exists,
             ships_states=SHIPPED_RULES,  # its rules name saline's own state tree
+            metrics=self.metrics,
+            notifier=self.notifier,
         )
         self.supervisor = Supervisor(daemon="master")
         self.operations = Operations(
@@ -148,6 +166,26 @@ class Master:
             self.refusals,
         )
         self.enforcer = Enforcer(config.schedule, self.jobs)
+        #: jobs, events and reactions past their keep setting, pruned in small batches
+        self.retention = Retention(self.store, Keep.of(config), lambda: self.jobs.active)
+        #: gauges read from the parts when scraped (no etcd wired yet: this master leads)
+        self.metrics_state = StateCollector(
+            StateParts(
+                keys=self.keys,
+                presence=self.presence,
+                refusals=self.refusals,
+                reactor_state=lambda: self.reactor.state,
+                observations=self.reactor.observations,
+                bus=self.bus,
+                socket=self.socket,
+            )
+        )
+        self.metrics.registry.register(self.metrics_state)
+        self.metrics_server = (
+            None
+            if config.metrics_listen is None
+            else MetricsServer(config.metrics_listen, self.metrics.registry, self.metrics_state)
+        )
         self._ctx: zmq.asyncio.Context | None = None
         self._zap: ZapHandler | None = None
 
@@ -224,6 +262,12 @@ class Master:
         supervisor.start("monitor", self._monitor_loop)
         self.reactor.resume()
         supervisor.start("reactor", self.reactor.run)
+        supervisor.start("retention", self.retention.run)
+        if config.notify:
+            supervisor.start("notify", self.notifier.run)
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # a taken address stops the start
+            log.info("metrics at http://%s/metrics", config.metrics_listen)
         log.info(
             "master ready on %s (key %s), client API at %s",
             address,
@@ -259,6 +303,8 @@ class Master:
 
     async def stop(self) -> None:
         self.enforcer.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.reactor.stop()
         await self.api.stop()
         self.socket.close()

@@ -38,6 +38,7 @@ from master.client_models import (
     Sent,
 )
 from master.inventory import Inventory
+from master.metrics import MasterMetrics
 from master.store.base import Chain, EventRecord, JobRecord, ReturnRecord, Store
 from saline.codec import encode
 from saline.jid import new_jid
@@ -185,8 +186,11 @@ class JobManager:
         inventory: Inventory,
         sender: Sender,
         max_per_minion: int = 8,
+        metrics: MasterMetrics | None = None,
     ) -> None:
         self.store = store
+        #: jobs started and finished, their durations (a registry of its own unless given)
+        self.metrics = metrics if metrics is not None else MasterMetrics()
         self.bus = bus
         self.inventory = inventory
         self.sender = sender
@@ -281,6 +285,7 @@ class JobManager:
         )
         self.store.save_job(record)  # durable before anything is sent
         self._remember(record)
+        self.metrics.jobs_started.inc()
         log.info(
             "job %s: %s on %r (%s) by %s: %d matched, %d offline",
             record.jid,
@@ -382,6 +387,8 @@ class JobManager:
                 self._release(minion_id)
             job.inflight.clear()
         summary = job.summary()
+        outcomes = [o.value for o in job.outcomes.values()]
+        self.metrics.job_finished(outcomes, time.monotonic() - started)
         job.tell(summary)
         return summary
 

@@ -43,6 +43,8 @@ class MinionSocket:
         self._sock: zmq.Socket[bytes] | None = None
         self._watch: HandshakeWatch | None = None
         self._readable = asyncio.Event()
+        #: (frames, bytes) of the last batch read: a full one means a backlog (metrics)
+        self.last_batch = (0, 0)
 
     def bind(
         self, ctx: zmq.asyncio.Context, keypair: KeyPair, address: str, max_frame_bytes: int
@@ -87,6 +89,7 @@ class MinionSocket:
                 break
             frames_batch.append(frames)
             held += sum(len(f) for f in frames)
+        self.last_batch = (len(frames_batch), held)
         return frames_batch
 
     async def handshake_failure(self) -> str:

@@ -8,7 +8,7 @@ chain (the causing event, the depth, the rule).
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from master.bus import EventBus
 from master.inventory import Inventory
@@ -17,7 +17,7 @@ from master.jobs import JobManager
 from master.store.base import ActionProgress, Chain, EventRecord, ReactionRecord, Store
 from reactors.model import RenderedAction
 from reactors.orchestrate import JobOutcome, run_runbook
-from reactors.rules import FireAction, OrchestrateAction, RunAction
+from reactors.rules import FireAction, NotifyAction, OrchestrateAction, RunAction
 from reactors.runbook import Runbook
 from saline.errors import SalineError
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: seconds between looks at the store while a resumed reaction waits for its job
 RESUME_POLL = 0.2
+
+#: runs a rule's notify action: (reaction, action index, action) -> (done, detail)
+Notify = Callable[[ReactionRecord, int, NotifyAction], Awaitable[tuple[bool, str]]]
 
 
 class ReactionExecutor:
@@ -45,6 +48,8 @@ class ReactionExecutor:
         self.runbook = runbook
         #: tells the reactor's state the reaction ended; answers the sentence to log
         self.finished = finished
+        #: runs a rule's notify action (the notifier's; None: no notify targets configured)
+        self.notify: Notify | None = None
 
     async def execute(self, row: ReactionRecord) -> None:
         ok = True
@@ -89,6 +94,10 @@ class ReactionExecutor:
         if isinstance(action, FireAction):
             [event] = self.bus.publish_records([EventRecord.caused(action.tag, action.data, chain)])
             return True, f"fired {action.tag} (seq {event.seq})"
+        if isinstance(action, NotifyAction):
+            if self.notify is None:
+                return False, f"notify {action.target}: no notify targets are configured"
+            return await self.notify(row, index, action)
         if isinstance(action, OrchestrateAction):
             runbook = self.runbook(action.runbook)
             row.progress[index] = ActionProgress("started")

@@ -17,6 +17,8 @@ from typing import Any
 from master.bus import EventBus
 from master.inventory import Inventory
 from master.jobs import JobManager
+from master.metrics import MasterMetrics
+from master.notify import Notifier
 from master.observations import Observations
 from master.reactions import ReactionExecutor
 from master.store.base import EventRecord, ReactionRecord, Store
@@ -49,20 +51,27 @@ class Reactor:
         max_depth: int,
         state_exists: Callable[[str], bool] | None = None,
         ships_states: Path | None = None,
+        notifier: Notifier | None = None,
+        metrics: MasterMetrics | None = None,
     ) -> None:
         self.store = store
+        #: decisions by rule and verdict, escalations, finished reactions
+        self.metrics = metrics if metrics is not None else MasterMetrics()
         self.bus = bus
         self.inventory = inventory
         self.max_depth = max_depth
         self.state_exists = state_exists
         self.ships_states = ships_states
         self.rule_paths, self.runbook_roots = rule_paths, runbook_roots
+        #: the notify targets' names a rule's notify action may use (checked at load)
+        self.notify_names = notifier.names if notifier is not None else set()
         self.policy = self._load(rule_paths, runbook_roots)  # a bad rule stops the start
         self.state = ReactorState.model_validate(store.load_reactor_state() or {})
         self.observations = Observations()
         self.executor = ReactionExecutor(
             store, bus, jobs, inventory, self.policy_runbook, self._finished
         )
+        self.executor.notify = notifier.action if notifier is not None else None
         self._tasks: set[asyncio.Task[None]] = set()
         #: batches the reactor could not decide on (a store write failed): shown in status
         self.failures = 0
@@ -78,7 +87,9 @@ class Reactor:
 
     def _load(self, rule_paths: list[Path], runbook_roots: list[Path]) -> Policy:
         rule_dirs = [p for p in rule_paths if p.is_dir()]
-        return load_policy(rule_dirs, runbook_roots, self.state_exists, self.ships_states)
+        return load_policy(
+            rule_dirs, runbook_roots, self.state_exists, self.ships_states, self.notify_names
+        )
 
     def reload(
         self, rule_paths: list[Path] | None = None, runbook_roots: list[Path] | None = None
@@ -202,6 +213,8 @@ class Reactor:
         self.store.save_reactions(rows)  # every decision is durable before any action runs
         self.save_state()
         self.bus.publish_records([_audit_event(d, e) for d, e in decisions])
+        for decision, _ in decisions:
+            self.metrics.decided(decision.rule, decision.verdict.value)
         for (decision, _), row in zip(decisions, rows, strict=True):
             if decision.verdict is Verdict.FIRE:
                 self._spawn(self.executor.execute(row))
@@ -221,6 +234,7 @@ class Reactor:
     def _finished(self, row: ReactionRecord, ok: bool) -> str:
         sentence = finish(self.state, row.id, time.time(), ok)
         self.save_state()
+        self.metrics.reactions_finished.labels(row.rule, "succeeded" if ok else "failed").inc()
         return sentence
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

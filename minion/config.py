@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from minion.beacons.config import BeaconsConfig
 from saline.config import load_yaml_model, resolve_config_path
+from saline.listen import LISTEN_PATTERN
 from saline.protocol import DEFAULT_MAX_FUNCTION_TIMEOUT
 from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
@@ -48,6 +49,9 @@ class MinionConfig(BaseModel):
     cachedir: Path = Path("/var/lib/saline/minion")
     log_file: Path | None = None
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: ``HOST:PORT`` of this minion's own Prometheus metrics (job and beacon durations,
+    #: spool depth, reconnects); None: off, and prometheus_client is never loaded
+    metrics_listen: str | None = Field(default=None, pattern=LISTEN_PATTERN)
     #: static grains merged over the collected ones (e.g. role: backend)
     grains: dict[str, Any] = Field(default_factory=dict)
     heartbeat_interval: float = Field(default=5.0, gt=0)

@@ -13,7 +13,7 @@ import logging
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -33,7 +33,7 @@ from minion.modules.base import Context
 from minion.modules.state import preload as preload_states
 from minion.plugins import load_beacons, load_modules
 from minion.services.select import select_provider
-from minion.spool import event_spool, return_spool
+from minion.spool import Spool, event_spool, return_spool
 from saline.codec import decode_from_master, encode
 from saline.daemon import run_service
 from saline.errors import ProtocolError
@@ -58,6 +58,9 @@ from saline.protocol import (
 )
 from saline.supervisor import Supervisor
 from saline.transport import connect_dealer, tcp_address
+
+if TYPE_CHECKING:
+    from minion.metrics import MinionMetrics
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +101,22 @@ class Minion:
             services=services,
             functions=registry(load_modules()),  # plugins too; a broken one stops the start
         )
-        beacon_ctx = BeaconContext(self.id, services, functions=self.ctx.functions)
-        self.beacons = BeaconRunner(config.beacons, beacon_ctx, self.emit_beacon, load_beacons())
         self.spool = return_spool(config.cachedir / "spool", config.max_frame_bytes)
         self.events = event_spool(config.cachedir / "spool" / "events", config.max_frame_bytes)
+        self.metrics: MinionMetrics | None = None
+        if config.metrics_listen is not None:  # only then: prometheus_client is not light
+            from minion import metrics
+
+            spools: dict[str, Spool[Any]] = {"returns": self.spool, "events": self.events}
+            self.metrics = metrics.MinionMetrics(config.metrics_listen, spools)
+        beacon_ctx = BeaconContext(self.id, services, functions=self.ctx.functions)
+        self.beacons = BeaconRunner(
+            config.beacons,
+            beacon_ctx,
+            self.emit_beacon,
+            load_beacons(),
+            on_checked=None if self.metrics is None else self.metrics.beacon_checked,
+        )
         self._event_ids = itertools.count()
         self.state = LinkState.CONNECTING
         self.sock: zmq.asyncio.Socket | None = None
@@ -177,6 +192,8 @@ class Minion:
         ret = self._bounded(await execute(self.ctx, job, self.id, relay=self.relay))
         self.spool.put(ret)  # before sending: an ack can only follow a spooled return
         self._send_return(ret)
+        if self.metrics is not None:
+            self.metrics.job_done(job.fun, ret.duration_ms)
 
     async def relay(self, request: dict[str, Any]) -> dict[str, Any]:
         """A job's request for a file or its pillar, asked of the master on its behalf."""
@@ -284,6 +301,8 @@ class Minion:
         while True:
             event = parse_monitor_message(await monitor.recv_multipart())
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self.metrics is not None:
+                    self.metrics.handshake()
                 self.state = LinkState.CONNECTING
                 self.hello()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
@@ -302,6 +321,9 @@ class Minion:
         supervisor.start("timer", self._timer_loop)
         supervisor.start("monitor", lambda: self._monitor_loop(monitor))
         supervisor.start("beacons", self.beacons.run)
+        if self.metrics is not None:
+            self.metrics.start()  # a taken address stops the start
+            log.info("metrics at http://%s/metrics", self.config.metrics_listen)
         log.info(
             "minion %s connecting to %s (key %s)",
             self.id,
@@ -329,6 +351,8 @@ class Minion:
         return said
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.sock is None:
             return
         if self.state is LinkState.READY:

@@ -7,11 +7,18 @@ the tree, fails the load with the rule's ``file:line`` (a reload keeps the old p
 
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reactors.rules import OrchestrateAction, Rule, RuleError, StateAction, load_rule_sources
+from reactors.rules import (
+    NotifyAction,
+    OrchestrateAction,
+    Rule,
+    RuleError,
+    StateAction,
+    load_rule_sources,
+)
 from reactors.runbook import Runbook, RunbookError, find_runbook, load_runbook
 
 __all__ = ["Policy", "RuleIndex", "load_policy"]
@@ -60,12 +67,14 @@ def load_policy(
     runbook_roots: list[Path],
     state_exists: Callable[[str], bool] | None = None,
     ships_states: Path | None = None,
+    notify_targets: Collection[str] | None = None,
 ) -> Policy:
     """Rules of ``rule_paths`` and the runbooks their actions name, from ``runbook_roots``.
 
     ``state_exists`` tells whether a state name is in the tree (None: not checked); rules
     under ``ships_states`` are not checked against it: they come with their own state tree,
-    which a master serving other states need not have.
+    which a master serving other states need not have. ``notify_targets`` are the names of
+    the master's ``notify`` setting (None: not checked).
 
     :raises RuleError: ``file:line: rule 'NAME': do.N.KIND: why`` for the first problem.
     """
@@ -85,6 +94,14 @@ def load_policy(
                 if problem is not None:
                     raise RuleError(f"{at}.vars: {problem}")
                 runbooks[action.runbook] = runbook
+            elif isinstance(action, NotifyAction) and notify_targets is not None:
+                if action.target not in notify_targets:
+                    known = (
+                        f"known: {', '.join(sorted(notify_targets))}"
+                        if notify_targets
+                        else "none configured"
+                    )
+                    raise RuleError(f"{at}.target: no notify target {action.target!r} ({known})")
             elif (
                 isinstance(action, StateAction)
                 and state_exists

@@ -34,6 +34,7 @@ __all__ = [
     "FireAction",
     "Flap",
     "Guard",
+    "NotifyAction",
     "OrchestrateAction",
     "Rule",
     "RuleError",
@@ -100,7 +101,17 @@ class FireAction(_Model):
     data: dict[str, Any] = {}
 
 
-ACTION_KINDS: Final = ("run", "state", "orchestrate", "fire")
+class NotifyAction(_Model):
+    """Tell people through one of the master's ``notify`` targets (the chain is attached)."""
+
+    kind: Literal["notify"] = "notify"
+    #: a literal target name from the master's ``notify`` setting (checked at load)
+    target: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    #: a template over the event, like any action's strings
+    message: str = Field(default="{{ event.tag }}", min_length=1, max_length=4096)
+
+
+ACTION_KINDS: Final = ("run", "state", "orchestrate", "fire", "notify")
 
 
 def _unwrap_action(value: Any) -> Any:
@@ -118,7 +129,7 @@ def _unwrap_action(value: Any) -> Any:
 
 
 Action = Annotated[
-    RunAction | StateAction | OrchestrateAction | FireAction,
+    RunAction | StateAction | OrchestrateAction | FireAction | NotifyAction,
     Field(discriminator="kind"),
     BeforeValidator(_unwrap_action),
 ]

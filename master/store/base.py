@@ -12,6 +12,9 @@ Timing and atomicity contract (every implementation must keep it):
 * ``save_job`` is durable before the job is sent to any minion.
 * Reads never block writers for long (SQLite: WAL mode).
 * All methods are called from the master's event loop thread only.
+* ``prune`` deletes at most ``batch`` rows per kind, each kind in its own short
+  transaction (the SQLite write lock is held for one batch only), so a background loop can
+  call it again and again between other writes.
 """
 
 from abc import ABC, abstractmethod
@@ -193,6 +196,61 @@ class ReactionRecord:
         return max((a.depth for a in self.actions), default=1)
 
 
+@dataclass(frozen=True)
+class Cutoffs:
+    """What ``Store.prune`` deletes: rows older than these unix times (None: none of that
+    kind). Never what is still needed: a job in ``keep_jids`` or whose wait (created +
+    timeout) is not over before the cutoff, a reaction open (outcome NULL) or awaiting
+    approval, and the event such a reaction names."""
+
+    jobs: float | None = None
+    events: float | None = None
+    reactions: float | None = None
+    #: jobs kept whatever their age (the master's active jobs, those of open reactions)
+    keep_jids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Rows one ``Store.prune`` call deleted, per table."""
+
+    jobs: int = 0
+    returns: int = 0
+    events: int = 0
+    reactions: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.jobs + self.returns + self.events + self.reactions
+
+    def __add__(self, other: "Pruned") -> "Pruned":
+        return Pruned(
+            self.jobs + other.jobs,
+            self.returns + other.returns,
+            self.events + other.events,
+            self.reactions + other.reactions,
+        )
+
+
+@dataclass(frozen=True)
+class TableStats:
+    name: str
+    rows: int
+    #: bytes on disk, indexes included; None when the backend cannot tell per table
+    bytes: int | None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Rows and sizes of saline's tables (``saline store stats``)."""
+
+    #: what the store is, for people (never a DSN)
+    backend: str
+    tables: list[TableStats]
+    #: bytes of the whole store (SQLite: the file and its WAL; PostgreSQL: the tables)
+    total_bytes: int
+
+
 class Store(ABC):
     """Jobs, returns, events, the last-known grains of minions, and the reactor's trail."""
 
@@ -255,6 +313,22 @@ class Store(ABC):
 
     @abstractmethod
     def load_reactor_state(self) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def prune(self, cutoffs: Cutoffs, batch: int = 1000) -> Pruned:
+        """Delete what ``cutoffs`` name, oldest first: at most ``batch`` rows of each kind
+        (jobs with their returns counting together, returns first), each kind in its own
+        transaction. Call again until it deletes nothing. A job being pruned may show
+        fewer returns between two calls (it is past retention).
+        """
+
+    @abstractmethod
+    def stats(self) -> StoreStats:
+        """Row counts and sizes per table (counting reads every row: not for hot paths)."""
+
+    def held_jids(self) -> frozenset[str]:
+        """The jobs open reactions started (awaited after a restart): never pruned."""
+        return frozenset(p.jid for r in self.open_reactions() for p in r.progress.values() if p.jid)
 
     @abstractmethod
     def schema_version(self) -> int:

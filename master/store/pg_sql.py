@@ -5,7 +5,7 @@ Columns and meanings are the SQLite store's (``schema.py``); ``user`` is ``user_
 (a reserved word), and ``row_no`` orders reactions written in one instant.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -73,6 +73,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             state BYTEA NOT NULL,
             updated DOUBLE PRECISION NOT NULL
         )""",
+    ),
+    # retention: what the prunes walk, and the events a held reaction keeps
+    2: (
+        "CREATE INDEX jobs_created ON jobs (created)",
+        "CREATE INDEX events_ts ON events (ts)",
+        """CREATE INDEX reactions_held ON reactions (event_seq)
+            WHERE outcome IS NULL OR outcome = 'await_approval'""",
     ),
 }
 
@@ -179,3 +186,44 @@ SAVE_REACTOR_STATE = """
     ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated = EXCLUDED.updated
 """
 LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
+
+# -- retention: as the SQLite store's (schema.py); the kept jids are a text array ---------
+PRUNE_RETURNS = """
+    DELETE FROM returns WHERE (jid, minion) IN (
+        SELECT r.jid, r.minion FROM jobs j JOIN returns r ON r.jid = j.jid
+        WHERE j.created < %(before)s AND j.created + j.timeout < %(before)s
+            AND j.jid <> ALL(%(keep)s::text[])
+        LIMIT %(batch)s)
+"""
+PRUNE_JOBS = """
+    DELETE FROM jobs WHERE jid IN (
+        SELECT j.jid FROM jobs j
+        WHERE j.created < %(before)s AND j.created + j.timeout < %(before)s
+            AND j.jid <> ALL(%(keep)s::text[])
+            AND NOT EXISTS (SELECT 1 FROM returns r WHERE r.jid = j.jid)
+        ORDER BY j.created LIMIT %(batch)s)
+"""
+PRUNE_EVENTS = """
+    DELETE FROM events WHERE seq IN (
+        SELECT e.seq FROM events e
+        WHERE e.ts < %(before)s AND NOT EXISTS (
+            SELECT 1 FROM reactions h
+            WHERE (h.outcome IS NULL OR h.outcome = 'await_approval') AND h.event_seq = e.seq)
+        ORDER BY e.ts LIMIT %(batch)s)
+"""
+PRUNE_REACTIONS = """
+    DELETE FROM reactions WHERE id IN (
+        SELECT id FROM reactions
+        WHERE created < %(before)s AND outcome IS NOT NULL AND outcome <> 'await_approval'
+        ORDER BY created LIMIT %(batch)s)
+"""
+#: rows and bytes (pg_total_relation_size: indexes and TOAST included) per table
+TABLE_STATS = """
+    SELECT 'jobs', COUNT(*), pg_total_relation_size('jobs') FROM jobs
+    UNION ALL SELECT 'returns', COUNT(*), pg_total_relation_size('returns') FROM returns
+    UNION ALL SELECT 'events', COUNT(*), pg_total_relation_size('events') FROM events
+    UNION ALL SELECT 'reactions', COUNT(*), pg_total_relation_size('reactions') FROM reactions
+    UNION ALL SELECT 'minions', COUNT(*), pg_total_relation_size('minions') FROM minions
+    UNION ALL SELECT 'reactor_state', COUNT(*), pg_total_relation_size('reactor_state')
+        FROM reactor_state
+"""

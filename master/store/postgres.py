@@ -28,16 +28,20 @@ from master.store import pg_sql as sql
 from master.store.base import (
     TEST_SCAN_FACTOR,
     TEST_SCAN_MAX,
+    Cutoffs,
     EventRecord,
     JobFilter,
     JobRecord,
     JobSummary,
     MinionRecord,
+    Pruned,
     ReactionRecord,
     ReturnRecord,
     Store,
     StoreError,
+    StoreStats,
     StoreUnavailable,
+    TableStats,
 )
 from master.store.pg_sql import MIGRATIONS, SCHEMA_VERSION
 from master.store.rows import (
@@ -284,6 +288,41 @@ class PostgresStore(Store):
     def load_reactor_state(self) -> dict[str, Any] | None:
         rows = self._read(sql.LOAD_REACTOR_STATE)
         return dict(unpack_value(rows[0][0])) if rows else None
+
+    # -- retention --------------------------------------------------------------------
+
+    def prune(self, cutoffs: Cutoffs, batch: int = 1000) -> Pruned:
+        """See ``base.Store.prune``: each kind one transaction of at most ``batch`` rows."""
+        returns = jobs = events = reactions = 0
+        if cutoffs.jobs is not None:
+            params: dict[str, Any] = {
+                "before": cutoffs.jobs,
+                "keep": sorted(cutoffs.keep_jids),
+                "batch": batch,
+            }
+            with self._transaction() as cur:
+                cur.execute(sql.PRUNE_RETURNS, params)
+                returns = cur.rowcount
+                if returns < batch:
+                    cur.execute(sql.PRUNE_JOBS, {**params, "batch": batch - returns})
+                    jobs = cur.rowcount
+        if cutoffs.events is not None:
+            with self._transaction() as cur:
+                cur.execute(sql.PRUNE_EVENTS, {"before": cutoffs.events, "batch": batch})
+                events = cur.rowcount
+        if cutoffs.reactions is not None:
+            with self._transaction() as cur:
+                cur.execute(sql.PRUNE_REACTIONS, {"before": cutoffs.reactions, "batch": batch})
+                reactions = cur.rowcount
+        return Pruned(jobs=jobs, returns=returns, events=events, reactions=reactions)
+
+    def stats(self) -> StoreStats:
+        """Rows per table and ``pg_total_relation_size`` (indexes and TOAST included)."""
+        tables = [
+            TableStats(name, int(count), int(size))
+            for name, count, size in self._read(sql.TABLE_STATS)
+        ]
+        return StoreStats("PostgreSQL", tables, sum(t.bytes or 0 for t in tables))
 
     def schema_version(self) -> int:
         return int(self._read(sql.SELECT_VERSION)[0][0])

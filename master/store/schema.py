@@ -3,7 +3,7 @@
 Full statements as literals: no SQL is built from strings at run time.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Executed one by one in a transaction (executescript would commit implicitly).
 TABLES = (
@@ -69,6 +69,11 @@ TABLES = (
         state BLOB NOT NULL,
         updated REAL NOT NULL
     )""",
+    # retention (4): what the prunes walk, and the events a held reaction keeps
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created)",
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+    """CREATE INDEX IF NOT EXISTS reactions_held ON reactions (event_seq)
+        WHERE outcome IS NULL OR outcome = 'await_approval'""",
 )
 
 #: statements taking the schema from version N to N + 1 (then TABLES creates what is new)
@@ -85,6 +90,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN cause INTEGER",
         "ALTER TABLE jobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN rule TEXT",
+    ),
+    # 4 indexes what retention deletes by (jobs by created, events by ts); the partial
+    # index on held reactions comes with TABLES, which runs after every migration
+    3: (
+        "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created)",
+        "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
     ),
 }
 
@@ -169,3 +180,52 @@ OPEN_REACTIONS = (
 )
 SAVE_REACTOR_STATE = "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)"
 LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
+
+# -- retention ----------------------------------------------------------------------------
+# A reaction is held while open (outcome NULL) or awaiting approval: it, and the event it
+# names, are never pruned. A job is prunable when created before the cutoff, its wait over
+# before it too (created + timeout), and not in the JSON array of jids the master keeps
+# (its active jobs, those of open reactions). Each prune deletes at most :batch rows.
+PRUNE_RETURNS = """
+    DELETE FROM returns WHERE (jid, minion) IN (
+        SELECT r.jid, r.minion FROM jobs j JOIN returns r ON r.jid = j.jid
+        WHERE j.created < :before AND j.created + j.timeout < :before
+            AND j.jid NOT IN (SELECT value FROM json_each(:keep))
+        LIMIT :batch)
+"""
+PRUNE_JOBS = """
+    DELETE FROM jobs WHERE jid IN (
+        SELECT j.jid FROM jobs j
+        WHERE j.created < :before AND j.created + j.timeout < :before
+            AND j.jid NOT IN (SELECT value FROM json_each(:keep))
+            AND NOT EXISTS (SELECT 1 FROM returns r WHERE r.jid = j.jid)
+        ORDER BY j.created LIMIT :batch)
+"""
+PRUNE_EVENTS = """
+    DELETE FROM events WHERE seq IN (
+        SELECT e.seq FROM events e
+        WHERE e.ts < :before AND e.seq NOT IN (
+            SELECT event_seq FROM reactions
+            WHERE (outcome IS NULL OR outcome = 'await_approval') AND event_seq IS NOT NULL)
+        ORDER BY e.ts LIMIT :batch)
+"""
+PRUNE_REACTIONS = """
+    DELETE FROM reactions WHERE id IN (
+        SELECT id FROM reactions
+        WHERE created < :before AND outcome IS NOT NULL AND outcome != 'await_approval'
+        ORDER BY created LIMIT :batch)
+"""
+#: rows per table of saline's, in one statement
+COUNT_ROWS = """
+    SELECT 'jobs', COUNT(*) FROM jobs
+    UNION ALL SELECT 'returns', COUNT(*) FROM returns
+    UNION ALL SELECT 'events', COUNT(*) FROM events
+    UNION ALL SELECT 'reactions', COUNT(*) FROM reactions
+    UNION ALL SELECT 'minions', COUNT(*) FROM minions
+    UNION ALL SELECT 'reactor_state', COUNT(*) FROM reactor_state
+"""
+#: bytes per table, its indexes included (the dbstat table, when SQLite was built with it)
+TABLE_BYTES = """
+    SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat d JOIN sqlite_master m ON m.name = d.name
+    GROUP BY m.tbl_name
+"""

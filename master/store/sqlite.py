@@ -14,6 +14,7 @@ losslessly. Tuples come back as lists, as they do over the wire.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sqlite3
 import time
@@ -26,15 +27,19 @@ from master.store import schema
 from master.store.base import (
     TEST_SCAN_FACTOR,
     TEST_SCAN_MAX,
+    Cutoffs,
     EventRecord,
     JobFilter,
     JobRecord,
     JobSummary,
     MinionRecord,
+    Pruned,
     ReactionRecord,
     ReturnRecord,
     Store,
     StoreError,
+    StoreStats,
+    TableStats,
 )
 from master.store.rows import (
     event_from_row,
@@ -284,6 +289,49 @@ class SqliteStore(Store):
     def load_reactor_state(self) -> dict[str, Any] | None:
         row = self._conn.execute(schema.LOAD_REACTOR_STATE).fetchone()
         return None if row is None else dict(unpack_value(row[0]))
+
+    # -- retention --------------------------------------------------------------------
+
+    def prune(self, cutoffs: Cutoffs, batch: int = 1000) -> Pruned:
+        """See ``base.Store.prune``: each kind one IMMEDIATE transaction of ``batch`` rows."""
+        returns = jobs = events = reactions = 0
+        if cutoffs.jobs is not None:
+            keep = json.dumps(sorted(cutoffs.keep_jids))
+            params = {"before": cutoffs.jobs, "keep": keep, "batch": batch}
+            with self._transaction() as conn:
+                returns = conn.execute(schema.PRUNE_RETURNS, params).rowcount
+                if returns < batch:
+                    params["batch"] = batch - returns
+                    jobs = conn.execute(schema.PRUNE_JOBS, params).rowcount
+        if cutoffs.events is not None:
+            with self._transaction() as conn:
+                params = {"before": cutoffs.events, "batch": batch}
+                events = conn.execute(schema.PRUNE_EVENTS, params).rowcount
+        if cutoffs.reactions is not None:
+            with self._transaction() as conn:
+                params = {"before": cutoffs.reactions, "batch": batch}
+                reactions = conn.execute(schema.PRUNE_REACTIONS, params).rowcount
+        return Pruned(jobs=jobs, returns=returns, events=events, reactions=reactions)
+
+    def stats(self) -> StoreStats:
+        """Rows per table; bytes per table from ``dbstat`` when this SQLite has it (None
+        otherwise); the total is the database file and its WAL."""
+        rows = self._conn.execute(schema.COUNT_ROWS).fetchall()
+        try:
+            sizes = dict(self._conn.execute(schema.TABLE_BYTES).fetchall())
+        except sqlite3.OperationalError:  # built without SQLITE_ENABLE_DBSTAT_VTAB
+            sizes = {}
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue
+        tables = [
+            TableStats(name, int(count), None if name not in sizes else int(sizes[name]))
+            for name, count in rows
+        ]
+        return StoreStats(f"SQLite {self.path}", tables, total)
 
     def schema_version(self) -> int:
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()

@@ -101,7 +101,10 @@ class BeaconRunner:
         ctx: BeaconContext,
         emit: Emit,
         registry: Mapping[str, type[Beacon]],
+        on_checked: Callable[[str, float], None] | None = None,
     ) -> None:
+        """:param on_checked: told (beacon name, seconds) after each check (metrics)."""
+        self._on_checked = on_checked
         built = {
             name: (build_beacon(name, spec, ctx, registry), spec) for name, spec in specs.items()
         }
@@ -138,7 +141,10 @@ class BeaconRunner:
         """
         sched = self.beacons[name]
         try:
+            started = time.perf_counter()
             observations = await asyncio.to_thread(sched.beacon.check)
+            if self._on_checked is not None:
+                self._on_checked(name, time.perf_counter() - started)
             reason = self.observe(sched, observations, time.monotonic() if now is None else now)
         except Exception as exc:
             return self._failed(name, exc)

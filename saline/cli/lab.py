@@ -76,6 +76,8 @@ def status(out: str, directory: Path | None) -> None:
     master = report["master"]
     state = "running" if master["running"] else "stopped"
     click.echo(f"lab {report['dir']} (port {report['port']}): master pid {master['pid']} {state}")
+    if report.get("metrics"):
+        click.echo(f"  metrics  {report['metrics']}")
     for minion_id, info in report["minions"].items():
         flags = "online" if info["online"] else ("running" if info["running"] else "stopped")
         click.echo(f"  {minion_id:8} {info['role']:9} pid {info['pid']} {flags}")

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("saline.cli.events:events", "stream events from the master's bus"),
     "fire": ("saline.cli.fire:fire", "put an event on the master's bus"),
     "status": ("saline.cli.status:status", "minions online, keys, refusal counters"),
-    "store": ("saline.cli.store:store", "create or migrate the master's store"),
+    "store": ("saline.cli.store:store", "migrate the master's store, or show its size"),
     "lab": ("saline.cli.lab:lab", "a local lab: a master and minions on loopback"),
     "completion": ("saline.cli.completion:completion", "print the bash or zsh completion script"),
 }

@@ -137,6 +137,8 @@ class Lab:
             "runbook_roots": [str(d / "runbooks")],
             # what the master itself knows of each node (pillar trusts only this)
             "minion_grains": {m: {"role": role_of(m)} for m in lab_ids(count)},
+            # Prometheus metrics on a free loopback port, to look at at once
+            "metrics_listen": f"127.0.0.1:{free_port()}",
             **(extra_master or {}),
         }
         self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
@@ -173,6 +175,8 @@ class Lab:
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             minions[minion_id] = {"config": str(path)}
         self.state = {"dir": str(d), "port": port, "minions": minions}
+        if master_cfg["metrics_listen"] is not None:
+            self.state["metrics"] = f"http://{master_cfg['metrics_listen']}/metrics"
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -286,6 +290,7 @@ class Lab:
             "dir": str(self.directory),
             "config": str(self.master_config),
             "port": self.state.get("port"),
+            "metrics": self.state.get("metrics"),
             "master": {
                 "pid": self.state.get("master", {}).get("pid"),
                 "running": running.get("master", False),

@@ -1,6 +1,7 @@
 """A real master on a real PostgreSQL store: jobs, returns, events and the reactor's trail
 live there (with each job's reaction chain), the DSN comes from a file only the master's
-user may read, and `saline store migrate` reports the schema."""
+user may read, `saline store migrate` reports the schema and `saline store stats` its
+tables."""
 
 import json
 import os
@@ -57,7 +58,7 @@ def test_a_master_keeps_everything_in_postgresql(pg: PgCluster, tmp_path: Path) 
     try:
         proc = saline(lab, "store", "migrate")
         assert proc.returncode == 0, proc.stderr
-        assert "PostgreSQL (DSN in" in proc.stdout and "schema version 1" in proc.stdout
+        assert "PostgreSQL (DSN in" in proc.stdout and "schema version 2" in proc.stdout
         assert pg.password not in proc.stdout + proc.stderr
 
         code, result = run_json(lab, "be1", "test.ping")
@@ -86,6 +87,11 @@ def test_a_master_keeps_everything_in_postgresql(pg: PgCluster, tmp_path: Path) 
         assert chains == [(fired["seq"], 1, "pg-fix")], "the job carries its reaction chain"
         proc = saline(lab, "reactor", "history", "--rule", "pg-fix", "--out", "json")
         assert json.loads(proc.stdout)[0]["outcome"] == "ok"
+        proc = saline(lab, "store", "stats", "--out", "json")
+        assert proc.returncode == 0 and pg.password not in proc.stdout, proc.stderr
+        tables = json.loads(proc.stdout)["tables"]
+        assert tables["reactions"]["rows"] == 1 and tables["jobs"]["rows"] >= 2
+        assert all(t["bytes"] > 0 for t in tables.values())  # pg_total_relation_size
     finally:
         lab.down()
 

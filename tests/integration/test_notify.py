@@ -1,0 +1,81 @@
+"""Notifications from a real lab master to a real local HTTP server."""
+
+import hashlib
+import hmac
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saline.lab.lab import Lab
+from tests.endpoints import HttpSink, http_sink
+from tests.integration.test_reactor import fire, history, reload, rules
+from tests.support import restart_master, saline, wait_for
+
+SECRET = "lab-hmac-secret"
+
+
+@pytest.fixture
+def sink() -> Iterator[HttpSink]:
+    with http_sink() as s:
+        yield s
+
+
+@pytest.fixture
+def notify_lab(tmp_path: Path, sink: HttpSink) -> Iterator[Lab]:
+    lab = Lab(tmp_path / "lab")
+    target = {"name": "hook", "kind": "webhook", "url": sink.url, "secret": SECRET}
+    lab.up(1, timeout=60, extra_master={"notify": [target]})
+    yield lab
+    lab.down()
+
+
+def test_an_escalation_notifies_once_across_a_master_restart(
+    notify_lab: Lab, sink: HttpSink
+) -> None:
+    lab = notify_lab
+    rules(
+        lab,
+        "nowhere",
+        """\
+        - name: nowhere
+          on: test/nowhere
+          do:
+            - run: {target: no-such-minion, function: test.ping}
+        - name: tell
+          on: test/tell
+          do:
+            - notify: {target: hook, message: "told {{ event.data.n }}"}
+        """,
+    )
+    reload(lab)
+    fire(lab, "test/nowhere", {"n": 1})
+    wait_for(lambda: sink.requests, 20, "the first notification")
+    [first] = sink.requests
+    signed = hmac.new(SECRET.encode(), first.body, hashlib.sha256).hexdigest()
+    assert first.headers["X-Saline-Signature"] == f"sha256={signed}"
+    body = first.json()
+    assert body["kind"] == "escalated" and body["rule"] == "nowhere"
+    assert body["reaction"] == history(lab, "nowhere")[0]["id"]
+    assert "matches no accepted minion" in body["reason"]
+    assert body["event"]["tag"] == "test/nowhere" and body["event"]["data"] == {"n": 1}
+    journal = Path(lab.directory / "master" / "data" / "notify.json")
+    wait_for(lambda: journal.exists(), 5, "the journal")
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+
+    restart_master(lab)
+    fire(lab, "test/nowhere", {"n": 2})
+    fire(lab, "test/tell", {"n": 3})
+    wait_for(lambda: len(sink.requests) >= 3, 20, "the notifications after the restart")
+    time.sleep(1.0)  # anything sent twice would have arrived by now
+    kinds = sorted((r.json()["kind"], r.json().get("message")) for r in sink.requests)
+    assert kinds == [("escalated", None), ("escalated", None), ("notify", "told 3")]
+    ids = [r.headers["X-Saline-Delivery"] for r in sink.requests]
+    assert len(set(ids)) == 3, ids
+
+    rules(lab, "zz-bad", "- name: bad\n  on: x\n  do:\n    - notify: {target: pager}\n")
+    proc = saline(lab, "reactor", "reload")
+    assert proc.returncode == 1
+    assert "zz-bad.yaml:1: rule 'bad': do.0.notify.target: no notify target 'pager'" in proc.stderr
