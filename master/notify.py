@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from master.bus import EventBus
+from master.bus import EventBus, Subscription
 from master.notify_config import (
     EmailTarget,
     NotifyTarget,
@@ -168,6 +168,11 @@ class Notifier:
         #: sent, retried, failed (given up), dropped (queue full), duplicate (journal said done)
         self.counts: Counter[str] = Counter()
         self.host = socket.gethostname()
+        #: set once subscribed and the replay after a restart is queued
+        self.ready = asyncio.Event()
+        self._sub: Subscription | None = None
+        #: notices a worker has taken and not finished (delivery and journal save)
+        self._busy = 0
 
     @property
     def names(self) -> set[str]:
@@ -179,10 +184,11 @@ class Notifier:
     async def run(self) -> None:
         """Subscribe to the reactor's audit events, replay what a previous master missed,
         and deliver, one worker per target."""
-        sub = self.bus.subscribe("saline/reactor/*")
+        sub = self._sub = self.bus.subscribe("saline/reactor/*")
         workers = [asyncio.create_task(self._worker(name)) for name in self.targets]
         try:
             await self._replay()
+            self.ready.set()
             while True:
                 event = await sub.queue.get()
                 try:
@@ -193,6 +199,13 @@ class Notifier:
             for worker in workers:
                 worker.cancel()
             self.bus.unsubscribe(sub)
+            self._sub = None
+
+    def idle(self) -> bool:
+        """Nothing left to do: no audit event waiting, no notice queued or being sent (and
+        its journal saved)."""
+        waiting = self._sub is not None and not self._sub.queue.empty()
+        return not waiting and not self._queued and self._busy == 0
 
     async def _replay(self) -> None:
         if not any(name in self.journal.cursors for name in self.targets):
@@ -376,15 +389,19 @@ class Notifier:
         queue = self.queues[name]
         while True:
             notice = await queue.get()
+            self._busy += 1
             try:
                 await self.deliver(notice)
             except Exception:  # a bug in one delivery must not stop the target's worker
                 log.exception("notify %s: delivery %s raised", name, notice.id)
             finally:
                 self._queued.discard(notice.id)
-                if notice.seq is not None:
-                    self.journal.advance(name, notice.seq)
-                    await self.journal.save()
+                try:
+                    if notice.seq is not None:
+                        self.journal.advance(name, notice.seq)
+                        await self.journal.save()
+                finally:
+                    self._busy -= 1
 
     async def deliver(self, notice: Notice) -> bool:
         """Send ``notice`` unless the journal has it as done, retrying what may pass later;

@@ -7,13 +7,12 @@ group or others (as the ``store`` setting's DSN file). Files are read when the m
 (:func:`resolve_secret`), never at validation.
 """
 
-import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from saline.errors import ConfigError
+from saline.private_file import read_private_file
 
 __all__ = [
     "NOTIFY_ON",
@@ -114,17 +113,4 @@ def resolve_secret(value: str, what: str) -> str:
     """
     if not value.startswith("/"):
         return value
-    path = Path(value)
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{what}: cannot read the secret file {path}: {e.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{what}: the secret file {path} is open to others (mode {stat.S_IMODE(mode):04o}):"
-            f" chmod 600 {path}"
-        )
-    if not text:
-        raise ConfigError(f"{what}: the secret file {path} is empty")
-    return text
+    return read_private_file(Path(value), what)

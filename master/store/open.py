@@ -1,11 +1,10 @@
 """Which store a master uses: its config's ``store`` setting, opened (and migrated)."""
 
-import stat
 from pathlib import Path
 
 from master.config import MasterConfig
 from master.store.base import Store
-from saline.errors import ConfigError
+from saline.private_file import read_private_file
 
 
 def store_dsn(setting: str) -> str:
@@ -16,20 +15,7 @@ def store_dsn(setting: str) -> str:
     """
     if setting.startswith(("postgresql://", "postgres://")):
         return setting
-    path = Path(setting)
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"store: cannot read the DSN file {path}: {e.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"store: the DSN file {path} is open to others (mode {stat.S_IMODE(mode):04o}):"
-            f" chmod 600 {path}"
-        )
-    if not text:
-        raise ConfigError(f"store: the DSN file {path} is empty")
-    return text
+    return read_private_file(Path(setting), "store", kind="DSN file")
 
 
 def open_store(config: MasterConfig) -> Store:

@@ -2,8 +2,8 @@
 
 import hashlib
 import hmac
+import json
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import pytest
 from saline.lab.lab import Lab
 from tests.endpoints import HttpSink, http_sink
 from tests.integration.test_reactor import fire, history, reload, rules
-from tests.support import restart_master, saline, wait_for
+from tests.support import events, restart_master, saline, wait_for
 
 SECRET = "lab-hmac-secret"
 
@@ -69,7 +69,15 @@ def test_an_escalation_notifies_once_across_a_master_restart(
     fire(lab, "test/nowhere", {"n": 2})
     fire(lab, "test/tell", {"n": 3})
     wait_for(lambda: len(sink.requests) >= 3, 20, "the notifications after the restart")
-    time.sleep(1.0)  # anything sent twice would have arrived by now
+    # settled: every notice journaled, and the replay after the restart (which runs before
+    # any live event) got past the last escalation: a resend could only come from it
+    last = max(e["seq"] for e in events(lab, "saline/reactor/nowhere/escalated"))
+
+    def settled() -> bool:
+        data = json.loads(journal.read_text())
+        return len(data["done"]) >= 3 and data["cursors"].get("hook", 0) >= last
+
+    wait_for(settled, 20, "every notice delivered and journaled")
     kinds = sorted((r.json()["kind"], r.json().get("message")) for r in sink.requests)
     assert kinds == [("escalated", None), ("escalated", None), ("notify", "told 3")]
     ids = [r.headers["X-Saline-Delivery"] for r in sink.requests]

@@ -116,7 +116,7 @@ def world(tmp_path: Path) -> World:
 @asynccontextmanager
 async def running(notifier: Notifier) -> AsyncIterator[None]:
     task = asyncio.create_task(notifier.run())
-    await asyncio.sleep(0.05)  # subscribed (and replayed)
+    await asyncio.wait_for(notifier.ready.wait(), 10)  # subscribed, and replayed
     try:
         yield
     finally:
@@ -151,7 +151,7 @@ def test_webhook_delivered_once_signed_with_the_chain(world: World, sink: HttpSi
             await until(lambda: sink.requests)
             # the same audit event again (a replay, a resend): the journal says done
             notifier.offer(world.store.events_since(seq - 1, 1)[0])
-            await asyncio.sleep(0.3)
+            await until(notifier.idle)
 
     asyncio.run(scenario())
     assert len(sink.requests) == 1
@@ -199,7 +199,8 @@ def test_retried_on_500_then_delivered(world: World, sink: HttpSink) -> None:
     async def scenario() -> None:
         async with running(notifier):
             world.escalate("r1")
-            await until(lambda: sink.requests)
+            # counted once the answer is back (the sink records the request before it)
+            await until(lambda: notifier.counts["sent"])
 
     asyncio.run(scenario())
     assert sink.attempts == 3 and len(sink.requests) == 1
@@ -213,8 +214,7 @@ def test_not_retried_on_400(world: World, sink: HttpSink) -> None:
     async def scenario() -> None:
         async with running(notifier):
             world.escalate("r1")
-            await until(lambda: notifier.counts["failed"])
-            await asyncio.sleep(0.2)
+            await until(lambda: notifier.counts["failed"])  # final: no retry comes after it
 
     asyncio.run(scenario())
     assert sink.attempts == 1 and not sink.requests
@@ -243,7 +243,7 @@ def test_a_restart_replays_what_it_missed_and_repeats_nothing(world: World, sink
         async with running(first):
             world.escalate("r1")
             await until(lambda: sink.requests)
-            await asyncio.sleep(0.1)  # the journal is saved after the delivery
+            await until(first.idle)  # the journal is saved after the delivery
 
     asyncio.run(before())
     world.escalate("r2")  # while no master runs a notifier
@@ -257,7 +257,7 @@ def test_a_restart_replays_what_it_missed_and_repeats_nothing(world: World, sink
             second.journal.cursors["hook"] = 0
             for event in world.store.events_since(0, 100):
                 second.offer(event)
-            await asyncio.sleep(0.3)
+            await until(second.idle)
 
     asyncio.run(after())
     assert [r.json()["reaction"] for r in sink.requests] == ["r1", "r2"]
@@ -275,7 +275,7 @@ def test_pagerduty_trigger_then_resolve_when_the_key_heals(world: World, sink: H
             world.fired("r2", ok=True, key="be2:etcd")  # another key: nothing to resolve
             world.fired("r3", ok=True, key="be1:etcd")
             await until(lambda: len(sink.requests) >= 2)
-            await asyncio.sleep(0.2)
+            await until(notifier.idle)
 
     asyncio.run(scenario())
     trigger, resolve = (r.json() for r in sink.requests)
@@ -347,7 +347,7 @@ def test_notify_on_limits_what_notifies(world: World, sink: HttpSink) -> None:
             world.escalate("r1")
             world.fired("r2", ok=False)
             await until(lambda: sink.requests)
-            await asyncio.sleep(0.2)
+            await until(notifier.idle)
 
     asyncio.run(scenario())
     assert [r.json()["reaction"] for r in sink.requests] == ["r2"]
@@ -363,7 +363,7 @@ def test_the_notify_action_and_masking(world: World, sink: HttpSink) -> None:
         async with running(notifier):
             said = await notifier.action(row, 0, action)
             await until(lambda: sink.requests)
-            await asyncio.sleep(0.05)
+            await until(notifier.idle)
             return said, await notifier.action(row, 0, action)
 
     first, again = asyncio.run(scenario())
