@@ -84,6 +84,11 @@ class ReactionRequest(Request):
     id: str = Field(min_length=1, max_length=64)
 
 
+class ForgetRequest(Request):
+    rule: str | None = Field(default=None, min_length=1, max_length=128)
+    key: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
 class OrchestrateRequest(Request):
     runbook: str = Field(min_length=1, max_length=256)
     vars: dict[str, Any] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ from master.client_models import (
     EventsRequest,
     Fired,
     FireRequest,
+    ForgetRequest,
     Functions,
     History,
     HistoryRow,
@@ -140,6 +141,7 @@ class Operations:
             "reactor_reload": Operation(Role.ADMIN, PlainRequest, self.reactor_reload),
             "reactor_approve": Operation(Role.ADMIN, ReactionRequest, self.reactor_approve),
             "reactor_reject": Operation(Role.ADMIN, ReactionRequest, self.reactor_reject),
+            "reactor_forget": Operation(Role.ADMIN, ForgetRequest, self.reactor_forget),
             "orchestrate": Operation(Role.ADMIN, OrchestrateRequest, self.orchestrate),
             "functions": Operation(Role.ACL, PlainRequest, self.list_functions),
         }
@@ -347,6 +349,11 @@ class Operations:
             await write(Error(message=why or req.id))
             return
         await write(Message(message=self.reactor.reject(reaction, caller.user)))
+
+    async def reactor_forget(self, caller: Caller, req: ForgetRequest, write: Write) -> None:
+        sentence = self.reactor.forget(req.rule, req.key)
+        log.warning("%s (asked by %s)", sentence, caller.user)
+        await write(Message(message=sentence))
 
     async def orchestrate(self, caller: Caller, req: OrchestrateRequest, write: Write) -> None:
         """``saline orchestrate``: the engine the reactor's orchestrate action uses."""

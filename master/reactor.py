@@ -22,7 +22,7 @@ from master.notify import Notifier
 from master.observations import Observations
 from master.reactions import ReactionExecutor
 from master.store.base import EventRecord, ReactionRecord, Store
-from reactors.engine import approve, due, evaluate, finish, reject
+from reactors.engine import approve, due, evaluate, finish, forget, reject
 from reactors.model import Decision, Event, Verdict
 from reactors.policy import Policy, load_policy
 from reactors.rules import Rule, RuleError
@@ -137,6 +137,14 @@ class Reactor:
             self.store.save_reactions([row])
         self.save_state()
         return sentence
+
+    def forget(self, rule: str | None, key: str | None) -> str:
+        """Forget throttles, cooldowns and flap history (see :func:`reactors.engine.forget`)."""
+        count = forget(self.state, rule, key)
+        self.save_state()
+        named = (("rule", rule), ("key", key))
+        scope = " ".join(f"{name} {value!r}" for name, value in named if value)
+        return f"forgot the history of {count} rule key(s){' for ' + scope if scope else ''}"
 
     def save_state(self) -> None:
         self.store.save_reactor_state(self.state.model_dump(mode="json"))

@@ -42,7 +42,7 @@ from saline.durations import format_duration
 from saline.errors import SalineError, TargetError
 from saline.targeting import TargetType
 
-__all__ = ["approve", "due", "evaluate", "finish", "reject"]
+__all__ = ["approve", "due", "evaluate", "finish", "forget", "reject"]
 
 
 class _BuildError(Exception):
@@ -432,3 +432,22 @@ def reject(state: ReactorState, reaction_id: str) -> str:
     if held is None:
         return f"reaction {reaction_id} is not awaiting approval"
     return f"reaction {reaction_id} of rule {held.decision.rule} rejected"
+
+
+def forget(state: ReactorState, rule: str | None = None, key: str | None = None) -> int:
+    """Forget throttles, cooldowns and flap history of ``rule``/``key`` (None: every one).
+
+    For the operator who fixed a node by hand and wants the next fault answered at once, and
+    for a flapping key lifted out of suppression. Reactions in flight, pending or awaiting
+    approval are kept: their guards still hold. :returns: how many (rule, key) were forgotten.
+    """
+    forgotten: set[tuple[str, str]] = set()
+    for table in (state.last_fired, state.firings, state.escalated):
+        for name in [n for n in table if rule is None or n == rule]:
+            keys = table[name]
+            for k in [k for k in keys if key is None or k == key]:
+                del keys[k]
+                forgotten.add((name, k))
+            if not keys:
+                del table[name]
+    return len(forgotten)

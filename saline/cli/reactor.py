@@ -9,7 +9,7 @@ from saline.cli.common import OUT_CHOICE, client, dump
 
 @click.group()
 def reactor() -> None:
-    """The reactor: list rules, read history, pause/resume, approve held reactions, reload."""
+    """The reactor: rules, history, pause/resume, approvals, forget, reload."""
 
 
 @reactor.command("list")
@@ -98,3 +98,16 @@ def reject(ctx: click.Context, reaction_id: str) -> None:
     """Drop a reaction held for approval."""
     with client(ctx) as master:
         click.echo(master.request("reactor_reject", id=reaction_id)["message"])
+
+
+@reactor.command()
+@click.option("--rule", default=None, help="only this rule (default: every rule)")
+@click.option("--key", default=None, help="only this key, e.g. a minion id (default: every key)")
+@click.pass_context
+def forget(ctx: click.Context, rule: str | None, key: str | None) -> None:
+    """Forget throttles, cooldowns and flap history, e.g. after fixing a node by hand.
+
+    Reactions in flight or awaiting approval are kept.
+    """
+    with client(ctx) as master:
+        click.echo(master.request("reactor_forget", rule=rule, key=key)["message"])

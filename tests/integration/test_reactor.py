@@ -219,6 +219,35 @@ def test_flapping_escalates(lab: Lab) -> None:
     assert events(lab, "saline/reactor/flappy/escalated")
 
 
+def test_forget_lets_a_flapping_rule_act_again(lab: Lab) -> None:
+    rules(
+        lab,
+        "forget",
+        """\
+        - name: forgetful
+          on: test/forget
+          do:
+            - run: {target: fe1, function: test.ping}
+          cooldown: 0
+          flap: {max: 1, window: 10m}
+        """,
+    )
+    reload(lab)
+    for n in range(2):
+        fire(lab, "test/forget", {})
+        wait_for(lambda n=n: len(history(lab, "forgetful")) == n + 1, 10, "decided")
+        wait_for(lambda: all(r["outcome"] for r in history(lab, "forgetful")), 15, "finished")
+    assert history(lab, "forgetful")[0]["verdict"] == "escalate"
+    proc = saline(lab, "reactor", "forget", "--rule", "forgetful")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "forgot the history of 1 rule key(s) for rule 'forgetful'"
+    fire(lab, "test/forget", {})
+    wait_for(lambda: len(history(lab, "forgetful")) == 3, 10, "decided after forgetting")
+    assert history(lab, "forgetful")[0]["verdict"] == "fire"
+    denied = saline(lab, "reactor", "forget", "--rule", "x" * 200)
+    assert denied.returncode != 0 and "rule" in denied.stderr, denied.stderr
+
+
 def test_pause_resume_and_approval(lab: Lab) -> None:
     rules(
         lab,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reactors.engine import approve, due, evaluate, finish, reject
+from reactors.engine import approve, due, evaluate, finish, forget, reject
 from reactors.model import Decision, Event, Verdict
 from reactors.rules import FireAction, Rule, RunAction, load_rules
 from reactors.state import ReactionNotFound, ReactorState
@@ -306,3 +306,21 @@ def test_due_keeps_recent_records(tmp_path: Path) -> None:
 def test_rules_that_do_not_match_the_tag_make_no_decision(tmp_path: Path) -> None:
     rules = rules_from(tmp_path, RESTART)
     assert evaluate(Event(tag="chef/backend/be1/etcd/up"), rules, VIEW, ReactorState(), 0.0) == []
+
+
+def test_forget_lifts_cooldown_and_flap_history_of_one_key_only(tmp_path: Path) -> None:
+    rules = rules_from(tmp_path, RESTART)
+    state = ReactorState()
+    for minion in ("be1", "be2"):
+        (fired,) = evaluate(stopped(minion), rules, VIEW, state, 0.0)
+        finish(state, str(fired.reaction_id), 1.0, ok=True)
+    assert [d.reason for d in evaluate(stopped("be1"), rules, VIEW, state, 2.0)] == [
+        "cooldown: fired 2s ago, cooldown 1m"
+    ]
+    assert forget(state, "restart-etcd", "chef/backend/be1/etcd/down") == 1
+    assert verdicts(evaluate(stopped("be1"), rules, VIEW, state, 3.0)) == ["fire"]
+    # the other key still remembers; an unknown rule forgets nothing
+    assert verdicts(evaluate(stopped("be2"), rules, VIEW, state, 3.0)) == ["skip"]
+    assert forget(state, "no-such-rule") == 0
+    assert len(state.in_flight) == 1, "a reaction in flight keeps its slot"
+    assert forget(state) == 2 and state.last_fired == {} and state.firings == {}
