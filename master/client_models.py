@@ -310,6 +310,25 @@ class ReactorStatus(BaseModel):
     awaiting_approval: list[str]
 
 
+class LeadershipStatus(BaseModel):
+    """Who leads, as this master knows it."""
+
+    #: this master
+    name: str
+    #: the leading master's name; None while nobody leads
+    leader: str | None
+    epoch: int
+    #: unix time this master learned of the current term
+    since: float
+    #: whether this master is the leader
+    leading: bool
+    reason: str
+    #: the last failure to reach etcd, if the last attempt failed
+    error: str | None = None
+    #: every master that announced itself in etcd, with the time it started
+    masters: dict[str, float] = Field(default_factory=dict)
+
+
 class Status(Result):
     online: list[str]
     keys: dict[str, list[str]]
@@ -319,6 +338,7 @@ class Status(Result):
     observations: dict[str, dict[str, Any]]
     tasks: dict[str, Any]
     reactor: ReactorStatus
+    leadership: LeadershipStatus
 
 
 class Functions(Result):

@@ -1,9 +1,11 @@
 """MasterConfig: every setting of ``saline master``, validated by pydantic."""
 
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from master.notify_config import NOTIFY_ON, NotifyOn, NotifyTargets
 from saline.api import DEFAULT_MASTER_CONFIG, DEFAULT_SOCK_DIR, SOCKET_NAME
@@ -48,6 +50,13 @@ class MasterConfig(BaseModel):
     #: default, in data_dir), a ``postgresql://`` URL (shared by several masters), or the
     #: absolute path of a file holding one (readable by the master's user only)
     store: str = Field(default="sqlite", pattern=r"^(sqlite|postgres(ql)?://.+|/.+)$")
+    #: this master's name among several (status, the leader key); default ``HOST:PORT``
+    master_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:\[\]-]{1,128}$")
+    #: etcd members (``http://HOST:2379``) holding the leader's lease when several masters
+    #: share a PostgreSQL store; empty: this master is the only one and always leads
+    etcd_endpoints: list[str] = Field(default_factory=list)
+    #: seconds of the leader's lease: a dead leader is replaced within about this long
+    leader_ttl: int = Field(default=3, ge=2, le=60)
     #: directory of the local client socket (0700 unless client_acl opens it)
     sock_dir: Path = Path(DEFAULT_SOCK_DIR)
     log_file: Path | None = None
@@ -116,6 +125,23 @@ class MasterConfig(BaseModel):
     notify: NotifyTargets = Field(default_factory=list)
     #: which of the reactor's audit events notify every target
     notify_on: NotifyOn = Field(default_factory=lambda: [*NOTIFY_ON])
+
+    @model_validator(mode="after")
+    def _leadership_needs_a_shared_store(self) -> "MasterConfig":
+        for endpoint in self.etcd_endpoints:
+            if not re.fullmatch(r"https?://[^\s/]+", endpoint.rstrip("/")):
+                raise ValueError(f"etcd_endpoints: {endpoint!r} is not http(s)://HOST:PORT")
+        if self.etcd_endpoints and self.store == "sqlite":
+            raise ValueError(
+                "etcd_endpoints: several masters must share one store; set store to a"
+                " postgresql:// URL or the path of a file holding one"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        """This master's name: ``master_name``, else ``HOST:PORT`` of its minion socket."""
+        return self.master_name or f"{socket.gethostname()}:{self.port}"
 
     @property
     def client_socket(self) -> Path:

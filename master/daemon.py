@@ -14,12 +14,14 @@ from master.bus import EventBus
 from master.clientapi import ClientApi
 from master.commit import Committer
 from master.config import MasterConfig, load_master_config
+from master.etcd_gateway import EtcdGateway
 from master.fileserver import FileServer, FileServerError
 from master.functions import FunctionIndex
 from master.handlers import Batch, MinionHandlers
 from master.intake import EventIntake
 from master.inventory import Inventory
 from master.jobs import JobManager
+from master.leadership import Leader, Leadership, Solo
 from master.metrics import MasterMetrics, MetricsServer, StateCollector, StateParts
 from master.minion_socket import MinionSocket
 from master.notify import Notifier
@@ -67,6 +69,13 @@ class Master:
         self.keys = KeyRing(config.pki_dir)
         self.refusals = Refusals()
         self.store = open_store(config)
+        #: with etcd, one of several masters leads (reactor, schedule, runbooks); else this one
+        self.leadership: Leadership | None = (
+            Leadership(EtcdGateway(config.etcd_endpoints), config.name, config.leader_ttl)
+            if config.etcd_endpoints
+            else None
+        )
+        self.leader: Leader = self.leadership or Solo(config.name)
         #: the master's own Prometheus registry; its counters go to the parts that count
         self.metrics = MasterMetrics()
         self.metrics.time_store_writes(self.store)
@@ -143,6 +152,7 @@ class Master:
             ships_states=SHIPPED_RULES,  # its rules name saline's own state tree
             metrics=self.metrics,
             notifier=self.notifier,
+            leader=self.leader,
         )
         self.supervisor = Supervisor(daemon="master")
         self.operations = Operations(
@@ -165,12 +175,13 @@ class Master:
             self.operations.table,
             self.refusals,
         )
-        self.enforcer = Enforcer(config.schedule, self.jobs)
+        self.enforcer = Enforcer(config.schedule, self.jobs, self.leader)
         #: jobs, events and reactions past their keep setting, pruned in small batches
         self.retention = Retention(self.store, Keep.of(config), lambda: self.jobs.active)
-        #: gauges read from the parts when scraped (no etcd wired yet: this master leads)
+        #: gauges read from the parts when scraped
         self.metrics_state = StateCollector(
             StateParts(
+                leadership=self.leadership,
                 keys=self.keys,
                 presence=self.presence,
                 refusals=self.refusals,
@@ -260,7 +271,10 @@ class Master:
         supervisor.start("receive", self._receive_loop)
         supervisor.start("presence", self._presence_loop)
         supervisor.start("monitor", self._monitor_loop)
-        self.reactor.resume()
+        if self.leadership is None:
+            self.reactor.resume()  # with several masters, the leader does when it takes over
+        else:
+            supervisor.start("leadership", self.leadership.run)
         supervisor.start("reactor", self.reactor.run)
         supervisor.start("retention", self.retention.run)
         if config.notify:

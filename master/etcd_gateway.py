@@ -97,6 +97,24 @@ class EtcdGateway:
         holder = self._holder(answer["responses"][0]["response_range"])
         return False, 0 if holder is None else holder.create_revision
 
+    def put(self, key: str, value: str, lease: int) -> None:
+        self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": str(lease)})
+
+    def values_under(self, prefix: str) -> dict[str, str]:
+        """Every key starting with ``prefix`` and its value."""
+        raw = prefix.encode()
+        end = raw[:-1] + bytes([raw[-1] + 1])  # the first key past the prefix
+        answer = self._post(
+            "/v3/kv/range",
+            {"key": _b64(prefix), "range_end": base64.b64encode(end).decode()},
+        )
+        return {
+            base64.b64decode(kv["key"]).decode(errors="replace"): base64.b64decode(
+                kv.get("value", "")
+            ).decode(errors="replace")
+            for kv in answer.get("kvs") or []
+        }
+
     def get(self, key: str) -> Holder | None:
         return self._holder(self._post("/v3/kv/range", {"key": _b64(key)}))
 

@@ -16,11 +16,15 @@ from saline.targeting import match_minions
 class MasterJobRunner:
     """A :class:`reactors.orchestrate.JobRunner` over the job manager."""
 
-    def __init__(self, jobs: JobManager, inventory: Inventory, user: str, chain: Chain) -> None:
+    def __init__(
+        self, jobs: JobManager, inventory: Inventory, user: str, chain: Chain, epoch: int = 0
+    ) -> None:
         self.jobs = jobs
         self.inventory = inventory
         self.user = user
         self.chain = chain
+        #: the leader's epoch for a reaction's jobs (the store refuses a deposed leader's)
+        self.epoch = epoch
 
     def start(
         self,
@@ -32,7 +36,16 @@ class MasterJobRunner:
         timeout: float | None,
     ) -> ActiveJob:
         request = JobRequest(
-            target, tgt_type, fun, args, kwargs, timeout, None, self.user, chain=self.chain
+            target,
+            tgt_type,
+            fun,
+            args,
+            kwargs,
+            timeout,
+            None,
+            self.user,
+            chain=self.chain,
+            epoch=self.epoch,
         )
         return self.jobs.start(request)
 

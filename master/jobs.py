@@ -90,6 +90,9 @@ class JobRequest:
     chain: Chain = field(default_factory=Chain)
     #: seconds a slot of the batch stays empty after a minion returns
     batch_wait: float = 0.0
+    #: the leader's epoch for jobs only the leader may start (reactions, runbooks, the
+    #: schedule): the store refuses them from a deposed leader; 0 for operators' jobs
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,9 @@ class JobManager:
             created=time.time(),
             timeout=limit,
             chain=request.chain,
+            epoch=request.epoch,
         )
-        self.store.save_job(record)  # durable before anything is sent
+        self.store.save_job(record)  # durable before anything is sent (or fenced)
         self._remember(record)
         self.metrics.jobs_started.inc()
         log.info(

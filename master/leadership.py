@@ -11,16 +11,21 @@ change of term is logged with its reason.
 """
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from master.etcd_gateway import EtcdGateway, EtcdUnavailable
 
 log = logging.getLogger(__name__)
 
 LEADER_KEY = "/saline/leader"
+#: each running master announces itself under this prefix, on a lease of its own
+MEMBERS = "/saline/masters/"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,38 @@ class Term:
     #: unix time this master learned it
     since: float
     reason: str
+
+
+class Leader(Protocol):
+    """What the parts that only the leader may run ask: do I lead, and at which epoch."""
+
+    name: str
+    epoch: int
+    term: Term
+    last_error: str | None
+    #: the masters that announced themselves, by name (their ``since``)
+    members: dict[str, float]
+
+    def leading(self) -> bool: ...
+
+    def step_down(self, reason: str) -> None: ...
+
+
+class Solo:
+    """The only master (no etcd configured): it always leads, at epoch 0, never fenced."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.epoch = 0
+        self.term = Term(name, 0, time.time(), "the only master (no etcd_endpoints)")
+        self.last_error: str | None = None
+        self.members = {name: self.term.since}
+
+    def leading(self) -> bool:
+        return True
+
+    def step_down(self, reason: str) -> None:
+        log.error("leadership: a single master cannot step down (%s)", reason)
 
 
 class Leadership:
@@ -58,6 +95,9 @@ class Leadership:
         self.term = Term(None, 0, time.time(), "not yet campaigned")
         #: the last failure to reach etcd, for status
         self.last_error: str | None = None
+        self.members: dict[str, float] = {}
+        self._started = time.time()
+        self._member_lease: int | None = None
 
     def leading(self) -> bool:
         """True while this master holds the lease, by its own clock's conservative bound."""
@@ -84,6 +124,7 @@ class Leadership:
                 self._valid_until = sent + self.ttl * 2 / 3
             else:
                 await self._campaign(sent)
+            await self._announce()
             self.last_error = None
         except EtcdUnavailable as e:
             self.last_error = str(e)
@@ -107,6 +148,16 @@ class Leadership:
         ):
             self._change(Term(holder.value, holder.create_revision, time.time(), "another leads"))
 
+    async def _announce(self) -> None:
+        """Keep this master's member key alive; read who else is there (for status)."""
+        lease = self._member_lease
+        if lease is None or await asyncio.to_thread(self.gateway.keepalive, lease) <= 0:
+            lease = self._member_lease = await asyncio.to_thread(self.gateway.grant, self.ttl * 2)
+            value = json.dumps({"since": self._started})
+            await asyncio.to_thread(self.gateway.put, MEMBERS + self.name, value, lease)
+        found = await asyncio.to_thread(self.gateway.values_under, MEMBERS)
+        self.members = {key.removeprefix(MEMBERS): _since(value) for key, value in found.items()}
+
     def _lose(self, reason: str) -> None:
         self._lease, self._valid_until = None, 0.0
         self._change(Term(None, self.epoch, time.time(), reason))
@@ -119,8 +170,18 @@ class Leadership:
         if self.on_change is not None:
             self.on_change(term)
 
+    def step_down(self, reason: str) -> None:
+        """Stop leading at once (the store fenced this master's write): the lease is left to
+        expire, since a master that was overtaken must not touch etcd's view of the new one."""
+        if self._lease is not None:
+            self._lose(reason)
+
     async def resign(self) -> None:
         """Give the lease back (a clean stop hands over at once, not after the TTL)."""
+        member, self._member_lease = self._member_lease, None
+        if member is not None:
+            with contextlib.suppress(EtcdUnavailable):
+                await asyncio.to_thread(self.gateway.revoke, member)
         lease, self._lease = self._lease, None
         if lease is None:
             return
@@ -130,3 +191,12 @@ class Leadership:
         except EtcdUnavailable as e:
             log.warning("leadership: could not give the lease back: %s", e)
         self._change(Term(None, self.epoch, time.time(), "resigned"))
+
+
+def _since(value: str) -> float:
+    """A member's start time from its announcement (0 when it is not saline's)."""
+    try:
+        since = json.loads(value).get("since", 0)
+        return float(since)
+    except (ValueError, AttributeError, TypeError):
+        return 0.0

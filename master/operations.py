@@ -35,6 +35,7 @@ from master.client_models import (
     JobShowRequest,
     JobsList,
     JobsListRequest,
+    LeadershipStatus,
     Message,
     Orchestrated,
     OrchestrateRequest,
@@ -57,6 +58,7 @@ from master.functions import FunctionIndex
 from master.inventory import Inventory
 from master.jobrunner import MasterJobRunner
 from master.jobs import ActiveJob, JobManager, JobRequest
+from master.leadership import Leader
 from master.reactor import Reactor
 from master.stats import Refusals
 from master.store.base import Chain, EventRecord, JobFilter, ReactionRecord, Store
@@ -136,15 +138,46 @@ class Operations:
             "fire": Operation(Role.ADMIN, FireRequest, self.fire),
             "reactor_list": Operation(Role.ACL, PlainRequest, self.reactor_list),
             "reactor_history": Operation(Role.ACL, ReactorHistoryRequest, self.reactor_history),
-            "reactor_pause": Operation(Role.ADMIN, PlainRequest, self.reactor_pause),
-            "reactor_resume": Operation(Role.ADMIN, PlainRequest, self.reactor_resume),
+            "reactor_pause": Operation(
+                Role.ADMIN, PlainRequest, self._leader_only(self.reactor_pause)
+            ),
+            "reactor_resume": Operation(
+                Role.ADMIN, PlainRequest, self._leader_only(self.reactor_resume)
+            ),
             "reactor_reload": Operation(Role.ADMIN, PlainRequest, self.reactor_reload),
-            "reactor_approve": Operation(Role.ADMIN, ReactionRequest, self.reactor_approve),
-            "reactor_reject": Operation(Role.ADMIN, ReactionRequest, self.reactor_reject),
-            "reactor_forget": Operation(Role.ADMIN, ForgetRequest, self.reactor_forget),
-            "orchestrate": Operation(Role.ADMIN, OrchestrateRequest, self.orchestrate),
+            "reactor_approve": Operation(
+                Role.ADMIN, ReactionRequest, self._leader_only(self.reactor_approve)
+            ),
+            "reactor_reject": Operation(
+                Role.ADMIN, ReactionRequest, self._leader_only(self.reactor_reject)
+            ),
+            "reactor_forget": Operation(
+                Role.ADMIN, ForgetRequest, self._leader_only(self.reactor_forget)
+            ),
+            "orchestrate": Operation(
+                Role.ADMIN, OrchestrateRequest, self._leader_only(self.orchestrate)
+            ),
             "functions": Operation(Role.ACL, PlainRequest, self.list_functions),
         }
+
+    def _leader_only(self, handler: Handler) -> Handler:
+        """The reactor's switches and runbooks act only on the leader: a standby's reactor
+        state is not the one in use, so it refuses and names who leads."""
+
+        async def guarded(caller: Caller, req: Any, write: Write) -> None:
+            leader = self.reactor.leader
+            if leader.leading():
+                await handler(caller, req, write)
+                return
+            who = leader.term.leader
+            await write(
+                Error(
+                    message=f"this master ({leader.name}) does not lead: "
+                    + (f"ask the leader, {who}" if who else "no master leads right now")
+                )
+            )
+
+        return guarded
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -362,7 +395,9 @@ class Operations:
         if problem is not None:
             raise RunbookError(problem)
         user = f"orchestrate:{caller.user}"
-        runner = MasterJobRunner(self.jobs, self.inventory, user, Chain())
+        runner = MasterJobRunner(
+            self.jobs, self.inventory, user, Chain(), self.reactor.leader.epoch
+        )
         result = await run_runbook(runbook, runner, vars=req.vars, test=req.test)
         await write(Orchestrated.model_validate(result.model_dump(mode="json")))
 
@@ -385,6 +420,7 @@ class Operations:
                     in_flight=sorted(state.in_flight),
                     awaiting_approval=sorted(state.awaiting),
                 ),
+                leadership=_leadership(self.reactor.leader),
             )
         )
 
@@ -395,6 +431,20 @@ class Operations:
         completion of ``saline run TARGET FUNCTION``)."""
         names = [f for f in self.functions.names() if caller.may_run(f)]
         await write(Functions(functions=names))
+
+
+def _leadership(leader: Leader) -> LeadershipStatus:
+    term = leader.term
+    return LeadershipStatus(
+        name=leader.name,
+        leader=term.leader,
+        epoch=term.epoch,
+        since=term.since,
+        leading=leader.leading(),
+        reason=term.reason,
+        error=leader.last_error,
+        masters=dict(leader.members),
+    )
 
 
 async def _stream(

@@ -14,7 +14,14 @@ from master.bus import EventBus
 from master.inventory import Inventory
 from master.jobrunner import MasterJobRunner
 from master.jobs import JobManager
-from master.store.base import ActionProgress, Chain, EventRecord, ReactionRecord, Store
+from master.store.base import (
+    ActionProgress,
+    Chain,
+    EventRecord,
+    Fenced,
+    ReactionRecord,
+    Store,
+)
 from reactors.model import RenderedAction
 from reactors.orchestrate import JobOutcome, run_runbook
 from reactors.rules import FireAction, NotifyAction, OrchestrateAction, RunAction
@@ -39,8 +46,11 @@ class ReactionExecutor:
         inventory: Inventory,
         runbook: Callable[[str], Runbook],
         finished: Callable[[ReactionRecord, bool], str],
+        epoch: Callable[[], int] = lambda: 0,
     ) -> None:
         self.store = store
+        #: the leader's epoch, carried by every progress write and job (the store fences)
+        self.epoch = epoch
         self.bus = bus
         self.jobs = jobs
         self.inventory = inventory
@@ -52,6 +62,17 @@ class ReactionExecutor:
         self.notify: Notify | None = None
 
     async def execute(self, row: ReactionRecord) -> None:
+        try:
+            await self._execute(row)
+        except Fenced as e:  # another master leads now: it resumes this reaction
+            log.warning("reaction %s stopped: %s", row.id, e)
+            raise
+
+    def _save(self, row: ReactionRecord) -> None:
+        row.epoch = max(row.epoch, self.epoch())
+        self.store.save_reactions([row])
+
+    async def _execute(self, row: ReactionRecord) -> None:
         ok = True
         for index, action in enumerate(row.actions):
             progress = row.progress.get(index)
@@ -63,6 +84,8 @@ class ReactionExecutor:
                     done, detail = await self._resume(progress)
                 else:
                     done, detail = await self._run(row, index, action)
+            except Fenced:
+                raise
             except (SalineError, ValueError, KeyError) as e:
                 done, detail = False, str(e)
             except Exception as e:  # a bug: the reaction fails with the error, the master lives
@@ -70,12 +93,12 @@ class ReactionExecutor:
                 done, detail = False, f"raised {type(e).__name__}: {str(e)[:500]}"
             jid = row.progress[index].jid if index in row.progress else None
             row.progress[index] = ActionProgress("done" if done else "failed", jid, detail)
-            self.store.save_reactions([row])
+            self._save(row)
             if not done:
                 ok = False
                 break
         row.outcome, row.finished = ("ok" if ok else "failed"), time.time()
-        self.store.save_reactions([row])
+        self._save(row)
         sentence = self.finished(row, ok)
         log.info("%s", sentence)
         suffix = "finished" if ok else "failed"
@@ -90,7 +113,9 @@ class ReactionExecutor:
     ) -> tuple[bool, str]:
         action = rendered.action
         chain = Chain(row.event_seq, rendered.depth, row.rule)
-        runner = MasterJobRunner(self.jobs, self.inventory, f"reactor:{row.rule}", chain)
+        runner = MasterJobRunner(
+            self.jobs, self.inventory, f"reactor:{row.rule}", chain, self.epoch()
+        )
         if isinstance(action, FireAction):
             [event] = self.bus.publish_records([EventRecord.caused(action.tag, action.data, chain)])
             return True, f"fired {action.tag} (seq {event.seq})"
@@ -101,7 +126,7 @@ class ReactionExecutor:
         if isinstance(action, OrchestrateAction):
             runbook = self.runbook(action.runbook)
             row.progress[index] = ActionProgress("started")
-            self.store.save_reactions([row])
+            self._save(row)
             result = await run_runbook(runbook, runner, vars=action.vars, test=action.test)
             return result.success, f"runbook {runbook.name}: " + (
                 "succeeded" if result.success else f"stopped at {result.stopped_at}"
@@ -114,7 +139,7 @@ class ReactionExecutor:
         job = runner.start(action.target, action.tgt_type.value, fun, args, kwargs, None)
         # the jid is durable before the job is sent: after a restart it is awaited, not resent
         row.progress[index] = ActionProgress("started", job.record.jid)
-        self.store.save_reactions([row])
+        self._save(row)
         return judge(await runner.finish(job), fun)
 
     async def _resume(self, progress: ActionProgress) -> tuple[bool, str]:

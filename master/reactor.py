@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from master.bus import EventBus
+from master.event_feed import StoreFeed
 from master.inventory import Inventory
 from master.jobs import JobManager
+from master.leadership import Leader, Solo
 from master.metrics import MasterMetrics
 from master.notify import Notifier
 from master.observations import Observations
 from master.reactions import ReactionExecutor
-from master.store.base import EventRecord, ReactionRecord, Store
+from master.store.base import EventRecord, Fenced, ReactionRecord, Store
 from reactors.engine import approve, due, evaluate, finish, forget, reject
 from reactors.model import Decision, Event, Verdict
 from reactors.policy import Policy, load_policy
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 TICK = 1.0
 #: most events decided in one pass
 BATCH = 1000
+#: seconds between saves of the replay cursor while events match no rule
+CURSOR_SAVE = 1.0
 
 
 class Reactor:
@@ -53,8 +57,11 @@ class Reactor:
         ships_states: Path | None = None,
         notifier: Notifier | None = None,
         metrics: MasterMetrics | None = None,
+        leader: Leader | None = None,
     ) -> None:
         self.store = store
+        #: whether this master may decide and act, and the epoch its writes carry
+        self.leader: Leader = leader if leader is not None else Solo("master")
         #: decisions by rule and verdict, escalations, finished reactions
         self.metrics = metrics if metrics is not None else MasterMetrics()
         self.bus = bus
@@ -69,7 +76,7 @@ class Reactor:
         self.state = ReactorState.model_validate(store.load_reactor_state() or {})
         self.observations = Observations()
         self.executor = ReactionExecutor(
-            store, bus, jobs, inventory, self.policy_runbook, self._finished
+            store, bus, jobs, inventory, self.policy_runbook, self._finished, self._epoch
         )
         self.executor.notify = notifier.action if notifier is not None else None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,7 +154,7 @@ class Reactor:
         return f"forgot the history of {count} rule key(s){' for ' + scope if scope else ''}"
 
     def save_state(self) -> None:
-        self.store.save_reactor_state(self.state.model_dump(mode="json"))
+        self.store.save_reactor_state(self.state.model_dump(mode="json"), epoch=self._epoch())
 
     def view(self) -> StaticView:
         return StaticView(
@@ -163,21 +170,88 @@ class Reactor:
             self._spawn(self.executor.execute(record))
 
     async def run(self) -> None:
-        sub = self.bus.subscribe("*")
+        """Decide on events as they come: from this master's bus when it is the only one,
+        else from the shared store, and only while this master leads."""
         ticker = asyncio.create_task(self._tick())
+        try:
+            if isinstance(self.leader, Solo):
+                await self._follow_bus()
+            else:
+                await self._follow_store()
+        finally:
+            ticker.cancel()
+
+    async def _follow_bus(self) -> None:
+        sub = self.bus.subscribe("*")
         try:
             while True:
                 batch = [await sub.queue.get()]
                 while not sub.queue.empty() and len(batch) < BATCH:
                     batch.append(sub.queue.get_nowait())
-                try:
-                    self.react(batch)
-                except Exception:  # a store write failed: keep the subscription, go on
-                    self.failures += 1
-                    log.exception("the reactor could not decide on %d events", len(batch))
+                self._react_guarded(batch)
         finally:
-            ticker.cancel()
             self.bus.unsubscribe(sub)
+
+    async def _follow_store(self) -> None:
+        """Every master observes every stored event (its cluster view); the leader also
+        decides. Taking over, it loads the reactor state its predecessor stored, replays the
+        events after that state's cursor (skipping those already decided: none twice) and
+        finishes the reactions left in flight; losing the lead, it stops its reactions."""
+        feed = StoreFeed(self.store, self.bus)
+        leading, saved = False, 0.0
+        try:
+            while True:
+                if self.leader.leading() != leading:
+                    leading = not leading
+                    if leading:
+                        self._take_over(feed)
+                    else:
+                        self._step_down()
+                batch = await feed.next()
+                if not self.leader.leading():
+                    for record in batch:
+                        self.observations.observe(record)
+                    continue
+                if not leading:
+                    continue  # took over between the two looks: the replay covers the batch
+                decided = self.store.decided_events([r.seq for r in batch if r.seq is not None])
+                self._react_guarded([r for r in batch if r.seq not in decided])
+                self.state.cursor = feed.low
+                if time.monotonic() - saved >= CURSOR_SAVE:
+                    self._save_guarded()
+                    saved = time.monotonic()
+        finally:
+            feed.close()
+
+    def _take_over(self, feed: StoreFeed) -> None:
+        self.state = ReactorState.model_validate(self.store.load_reactor_state() or {})
+        if self.state.cursor is None:  # the first leader: decide from now on, not history
+            self.state.cursor = self.store.last_event_seq()
+        feed.reset(self.state.cursor)
+        log.warning("leading at epoch %d: replaying events after seq %d", self._epoch(), feed.low)
+        self.resume()
+
+    def _step_down(self) -> None:
+        log.warning("no longer leading: stopping %d running reaction(s)", len(self._tasks))
+        self.stop()
+
+    def _react_guarded(self, batch: list[EventRecord]) -> None:
+        try:
+            self.react(batch)
+        except Fenced as e:
+            self.leader.step_down(str(e))
+        except Exception:  # a store write failed: keep the subscription, go on
+            self.failures += 1
+            log.exception("the reactor could not decide on %d events", len(batch))
+
+    def _save_guarded(self) -> None:
+        try:
+            self.save_state()
+        except Fenced as e:
+            self.leader.step_down(str(e))
+
+    def _epoch(self) -> int:
+        return self.leader.epoch
 
     def react(self, events: list[EventRecord]) -> list[Decision]:
         """Decide on a batch of stored events; record every decision; start fired ones."""
@@ -217,7 +291,7 @@ class Reactor:
         return decision
 
     def record(self, decisions: list[tuple[Decision, EventRecord]]) -> None:
-        rows = [_row(d, e) for d, e in decisions]
+        rows = [_row(d, e, self._epoch()) for d, e in decisions]
         self.store.save_reactions(rows)  # every decision is durable before any action runs
         self.save_state()
         self.bus.publish_records([_audit_event(d, e) for d, e in decisions])
@@ -231,6 +305,8 @@ class Reactor:
         """Trailing (once_after) reactions whose quiet period has passed."""
         while True:
             await asyncio.sleep(TICK)
+            if not self.leader.leading():
+                continue
             try:
                 decided = due(self.state, self.rules, self.view(), time.time())
                 if decided:
@@ -268,7 +344,7 @@ def _as_event(record: EventRecord) -> Event:
     )
 
 
-def _row(decision: Decision, event: EventRecord) -> ReactionRecord:
+def _row(decision: Decision, event: EventRecord, epoch: int) -> ReactionRecord:
     fired = decision.verdict is Verdict.FIRE
     return ReactionRecord(
         id=decision.reaction_id or uuid.uuid4().hex,
@@ -282,6 +358,7 @@ def _row(decision: Decision, event: EventRecord) -> ReactionRecord:
         outcome=None if fired else decision.verdict.value,
         created=time.time(),
         finished=None if fired else time.time(),
+        epoch=epoch,
     )
 
 

@@ -14,15 +14,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from master.config import ScheduleEntry
 from master.jobs import JobManager, JobRequest
+from master.leadership import Leader, Solo
 from saline.errors import SalineError
 
 log = logging.getLogger(__name__)
 
 
 class Enforcer:
-    def __init__(self, schedule: list[ScheduleEntry], jobs: JobManager) -> None:
+    def __init__(
+        self, schedule: list[ScheduleEntry], jobs: JobManager, leader: Leader | None = None
+    ) -> None:
         self.schedule = schedule
         self.jobs = jobs
+        #: only the leader of several masters runs the schedule
+        self.leader: Leader = leader if leader is not None else Solo("master")
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[object]] = set()
 
@@ -57,6 +62,9 @@ class Enforcer:
 
     async def fire(self, entry: ScheduleEntry) -> None:
         """One scheduled run: a state job like any other, supervised to its end."""
+        if not self.leader.leading():
+            log.debug("schedule %s: not run here (this master does not lead)", entry.name)
+            return
         request = JobRequest(
             target=entry.target,
             tgt_type=entry.tgt_type,
@@ -66,6 +74,7 @@ class Enforcer:
             timeout=entry.timeout + entry.splay,
             batch=None,
             user="schedule",
+            epoch=self.leader.epoch,
         )
         try:
             job = self.jobs.start(request)

@@ -55,8 +55,12 @@ class Awaiting(BaseModel):
 
 
 class ReactorState(BaseModel):
-    """Everything the guards remember. Mutated only by the engine's functions."""
+    """Everything the guards remember. Mutated only by the engine's functions (and the
+    ``cursor``, by the master's reactor)."""
 
+    #: the store's events up to this seq were decided (a leader of several masters replays
+    #: after it when it takes over); None until the first such leader
+    cursor: int | None = None
     #: operator switch: while set, every matching event is skipped with reason "paused"
     paused: bool = False
     #: rule -> key -> time of the last firing (throttle and cooldown)

@@ -15,6 +15,17 @@ Timing and atomicity contract (every implementation must keep it):
 * ``prune`` deletes at most ``batch`` rows per kind, each kind in its own short
   transaction (the SQLite write lock is held for one batch only), so a background loop can
   call it again and again between other writes.
+
+Fencing (several masters on one store, one leading at a time): the leader's *epoch* (grows
+with every new leader; 0 means no leadership, a single master) rides on every reaction
+decision and progress (``ReactionRecord.epoch``), every job it creates (``JobRecord.epoch``)
+and its reactor state (``save_reactor_state(..., epoch=)``). The store keeps the newest
+epoch it has seen (``fence_epoch``). A write carrying epoch e > 0 checks it in the same
+transaction as the write: older than the newest seen raises ``Fenced`` and writes nothing;
+otherwise e becomes the newest seen and the write goes through. Two leaders writing at once
+are serialised on the fence (PostgreSQL: its one row is locked for the transaction), so
+once a newer epoch committed, an older one never commits again. Writes with epoch 0 are
+never checked (a single master; ad-hoc jobs any master starts).
 """
 
 from abc import ABC, abstractmethod
@@ -32,6 +43,30 @@ class StoreError(SalineError, RuntimeError):
 
 class StoreUnavailable(StoreError):
     """The store's server does not answer (the message says why, never the DSN)."""
+
+
+class Fenced(StoreError):
+    """A write carried a leadership epoch older than the newest the store has seen: the
+    master that sent it no longer leads (nothing of the write was stored)."""
+
+    def __init__(self, epoch: int, newest: int) -> None:
+        super().__init__(
+            f"fenced: epoch {epoch} is older than epoch {newest} already seen; "
+            "this master no longer leads"
+        )
+        #: the epoch the refused write carried
+        self.epoch = epoch
+        #: the newest epoch the store had seen
+        self.newest = newest
+
+    @classmethod
+    def check(cls, epoch: int, newest: int) -> None:
+        """Raise unless a write at ``epoch`` may pass a fence at ``newest`` (equal passes).
+
+        :raises Fenced: ``newest`` > ``epoch``.
+        """
+        if newest > epoch:
+            raise cls(epoch, newest)
 
 
 @dataclass(frozen=True)
@@ -66,6 +101,8 @@ class JobRecord:
     timeout: float
     #: the reaction that started the job (stored: a resumed reaction keeps its chain)
     chain: Chain = field(default_factory=Chain)
+    #: the leader's epoch when only the leader may start the job (fenced); 0: unchecked
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,6 +226,8 @@ class ReactionRecord:
     outcome: str | None = None
     created: float = 0.0
     finished: float | None = None
+    #: the epoch of the leader that wrote the row last (fenced); 0: a single master
+    epoch: int = 0
 
     @property
     def depth(self) -> int:
@@ -255,7 +294,11 @@ class Store(ABC):
     """Jobs, returns, events, the last-known grains of minions, and the reactor's trail."""
 
     @abstractmethod
-    def save_job(self, job: JobRecord) -> None: ...
+    def save_job(self, job: JobRecord) -> None:
+        """Insert or replace the job, durable when this returns.
+
+        :raises Fenced: ``job.epoch`` > 0 is older than ``fence_epoch()`` (nothing stored).
+        """
 
     @abstractmethod
     def get_job(self, jid: str) -> JobRecord | None: ...
@@ -285,6 +328,10 @@ class Store(ABC):
         """Events with seq > ``seq``, oldest first."""
 
     @abstractmethod
+    def last_event_seq(self) -> int:
+        """The seq of the newest stored event; 0 when there is none."""
+
+    @abstractmethod
     def save_minion(self, minion: MinionRecord) -> None: ...
 
     @abstractmethod
@@ -295,7 +342,12 @@ class Store(ABC):
 
     @abstractmethod
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
-        """Insert or replace the batch atomically (every decision before any action runs)."""
+        """Insert or replace the batch atomically (every decision before any action runs).
+
+        The batch is fenced at the largest epoch of its rows (when > 0).
+
+        :raises Fenced: that epoch is older than ``fence_epoch()`` (no row stored).
+        """
 
     @abstractmethod
     def get_reaction(self, reaction_id: str) -> ReactionRecord | None: ...
@@ -309,10 +361,23 @@ class Store(ABC):
         """Fired or approved reactions not finished: resumed after a restart, oldest first."""
 
     @abstractmethod
-    def save_reactor_state(self, state: dict[str, Any]) -> None: ...
+    def decided_events(self, seqs: Sequence[int]) -> set[int]:
+        """Which of ``seqs`` some reaction row names (``event_seq``): a new leader replaying
+        events decides none twice. One indexed query per call (meant for ~1000 seqs)."""
+
+    @abstractmethod
+    def save_reactor_state(self, state: dict[str, Any], epoch: int = 0) -> None:
+        """Replace the reactor's state, fenced at ``epoch`` (when > 0).
+
+        :raises Fenced: ``epoch`` is older than ``fence_epoch()`` (the state is unchanged).
+        """
 
     @abstractmethod
     def load_reactor_state(self) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def fence_epoch(self) -> int:
+        """The newest leadership epoch a write carried; 0 when none did (for status)."""
 
     @abstractmethod
     def prune(self, cutoffs: Cutoffs, batch: int = 1000) -> Pruned:

@@ -5,7 +5,7 @@ Columns and meanings are the SQLite store's (``schema.py``); ``user`` is ``user_
 (a reserved word), and ``row_no`` orders reactions written in one instant.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -81,6 +81,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE INDEX reactions_held ON reactions (event_seq)
             WHERE outcome IS NULL OR outcome = 'await_approval'""",
     ),
+    # fencing by leadership epoch: jobs and reactions carry theirs (0 for what was written
+    # before); the newest epoch seen (one row, once written); which events some reaction
+    # decided (a new leader's replay)
+    3: (
+        "ALTER TABLE jobs ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE reactions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+        """CREATE TABLE saline_fence (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch BIGINT NOT NULL
+        )""",
+        "CREATE INDEX reactions_event ON reactions (event_seq)",
+    ),
 }
 
 #: one master migrates at a time (a transaction-scoped advisory lock); the others wait
@@ -92,24 +104,24 @@ UPDATE_VERSION = "UPDATE saline_schema SET version = %s"
 
 SAVE_JOB = """
     INSERT INTO jobs (jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name,
-        created, timeout, cause, depth, rule)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+        created, timeout, cause, depth, rule, epoch)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
     ON CONFLICT (jid) DO UPDATE SET fun = EXCLUDED.fun, args = EXCLUDED.args,
         kwargs = EXCLUDED.kwargs, target = EXCLUDED.target, tgt_type = EXCLUDED.tgt_type,
         minions = EXCLUDED.minions, missing = EXCLUDED.missing, user_name = EXCLUDED.user_name,
         created = EXCLUDED.created, timeout = EXCLUDED.timeout, cause = EXCLUDED.cause,
-        depth = EXCLUDED.depth, rule = EXCLUDED.rule
+        depth = EXCLUDED.depth, rule = EXCLUDED.rule, epoch = EXCLUDED.epoch
 """
 SELECT_JOB = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
-        timeout, cause, depth, rule
+        timeout, cause, depth, rule, epoch
     FROM jobs WHERE jid = %s
 """
 # Filters (NULL filters nothing): fun and target are regular expressions made from globs
 # (postgres.glob_regex), user is exact.
 LIST_JOBS = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
-        timeout, cause, depth, rule,
+        timeout, cause, depth, rule, epoch,
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success)
     FROM jobs j
@@ -127,7 +139,7 @@ SCAN_JOBS_KWARGS = """
 """
 LIST_JOBS_BY_JID = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user_name, created,
-        timeout, cause, depth, rule,
+        timeout, cause, depth, rule, epoch,
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success)
     FROM jobs j WHERE j.jid = ANY(%(jids)s) ORDER BY j.jid DESC
@@ -156,28 +168,28 @@ SELECT_MINIONS = "SELECT id, grains, last_seen FROM minions ORDER BY id"
 DELETE_MINION = "DELETE FROM minions WHERE id = %s"
 SAVE_REACTION = """
     INSERT INTO reactions (id, event_seq, event_tag, rule, verdict, reason, key, actions,
-        progress, outcome, created, finished)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+        progress, outcome, created, finished, epoch)
+    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
     ON CONFLICT (id) DO UPDATE SET event_seq = EXCLUDED.event_seq,
         event_tag = EXCLUDED.event_tag, rule = EXCLUDED.rule, verdict = EXCLUDED.verdict,
         reason = EXCLUDED.reason, key = EXCLUDED.key, actions = EXCLUDED.actions,
         progress = EXCLUDED.progress, outcome = EXCLUDED.outcome, created = EXCLUDED.created,
-        finished = EXCLUDED.finished
+        finished = EXCLUDED.finished, epoch = EXCLUDED.epoch
 """
 SELECT_REACTION = """
     SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
-        created, finished
+        created, finished, epoch
     FROM reactions WHERE id = %s
 """
 REACTION_HISTORY = """
     SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
-        created, finished
+        created, finished, epoch
     FROM reactions WHERE (%s::text IS NULL OR rule = %s)
     ORDER BY created DESC, row_no DESC LIMIT %s
 """
 OPEN_REACTIONS = """
     SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,
-        created, finished
+        created, finished, epoch
     FROM reactions WHERE outcome IS NULL AND verdict IN ('fire', 'approved')
     ORDER BY created, row_no
 """
@@ -186,6 +198,23 @@ SAVE_REACTOR_STATE = """
     ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated = EXCLUDED.updated
 """
 LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
+
+# -- fencing -------------------------------------------------------------------------------
+#: the first statement of a fenced write's transaction: raises the fence to the write's epoch
+#: unless it is higher, and returns the fence. The upsert locks the fence's row until the
+#: transaction ends, so fenced writers are serialised: a concurrent one waits, then sees the
+#: committed fence. A result above the write's epoch means fenced (postgres.py rolls back).
+RAISE_FENCE = """
+    INSERT INTO saline_fence (id, epoch) VALUES (1, %s)
+    ON CONFLICT (id) DO UPDATE SET epoch = GREATEST(saline_fence.epoch, EXCLUDED.epoch)
+    RETURNING epoch
+"""
+SELECT_FENCE = "SELECT epoch FROM saline_fence WHERE id = 1"
+#: the seqs (a bigint array) that some reaction names; walks the event_seq index
+DECIDED_EVENTS = """
+    SELECT DISTINCT event_seq FROM reactions WHERE event_seq = ANY(%s::bigint[])
+"""
+LAST_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events"
 
 # -- retention: as the SQLite store's (schema.py); the kept jids are a text array ---------
 PRUNE_RETURNS = """

@@ -30,6 +30,7 @@ from master.store.base import (
     TEST_SCAN_MAX,
     Cutoffs,
     EventRecord,
+    Fenced,
     JobFilter,
     JobRecord,
     JobSummary,
@@ -45,6 +46,7 @@ from master.store.base import (
 )
 from master.store.pg_sql import MIGRATIONS, SCHEMA_VERSION
 from master.store.rows import (
+    batch_epoch,
     event_from_row,
     event_row,
     job_from_row,
@@ -57,7 +59,7 @@ from master.store.rows import (
     unpack_value,
 )
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore", "StoreUnavailable"]
+__all__ = ["SCHEMA_VERSION", "Fenced", "PostgresStore", "StoreUnavailable"]
 
 
 def glob_regex(glob: str) -> str:
@@ -170,11 +172,33 @@ class PostgresStore(Store):
                 cur.execute(sql.UPDATE_VERSION, (SCHEMA_VERSION,))
         return found
 
+    # -- fencing ----------------------------------------------------------------------
+
+    @staticmethod
+    def _fence(cur: Any, epoch: int) -> None:
+        """First in the caller's transaction: raise the fence to ``epoch`` (its row stays
+        locked until the transaction ends: a concurrent fenced write waits for it), or
+        refuse an epoch older than the fence. Epoch 0 is not checked.
+
+        :raises Fenced: ``epoch`` is older (the caller's transaction rolls back).
+        """
+        if epoch <= 0:
+            return
+        cur.execute(sql.RAISE_FENCE, (epoch,))
+        (newest,) = cur.fetchone()
+        Fenced.check(epoch, int(newest))
+
+    def fence_epoch(self) -> int:
+        rows = self._read(sql.SELECT_FENCE)
+        return int(rows[0][0]) if rows else 0
+
     # -- jobs -------------------------------------------------------------------------
 
     def save_job(self, job: JobRecord) -> None:
+        """See ``base.Store.save_job``; fenced in the same transaction."""
         row = job_row(job)
         with self._transaction() as cur:
+            self._fence(cur, job.epoch)
             cur.execute(sql.SAVE_JOB, row)
 
     def get_job(self, jid: str) -> JobRecord | None:
@@ -243,6 +267,9 @@ class PostgresStore(Store):
         rows = self._read(sql.EVENTS_SINCE, (seq, limit))
         return [event_from_row(row) for row in rows]
 
+    def last_event_seq(self) -> int:
+        return int(self._read(sql.LAST_EVENT_SEQ)[0][0])
+
     # -- minions ----------------------------------------------------------------------
 
     def save_minion(self, minion: MinionRecord) -> None:
@@ -264,8 +291,10 @@ class PostgresStore(Store):
     # -- the reactor's trail --------------------------------------------------------------
 
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
+        """See ``base.Store.save_reactions``; fenced in the same transaction."""
         rows = [reaction_row(r) for r in reactions]
         with self._transaction() as cur:
+            self._fence(cur, batch_epoch(reactions))
             for row in rows:
                 cur.execute(sql.SAVE_REACTION, row)
 
@@ -281,8 +310,17 @@ class PostgresStore(Store):
         rows = self._read(sql.OPEN_REACTIONS)
         return [reaction_from_row(r) for r in rows]
 
-    def save_reactor_state(self, state: dict[str, Any]) -> None:
+    def decided_events(self, seqs: Sequence[int]) -> set[int]:
+        """See ``base.Store.decided_events``: one query on the event_seq index."""
+        if not seqs:
+            return set()
+        rows = self._read(sql.DECIDED_EVENTS, ([int(s) for s in seqs],))
+        return {int(r[0]) for r in rows}
+
+    def save_reactor_state(self, state: dict[str, Any], epoch: int = 0) -> None:
+        """See ``base.Store.save_reactor_state``; fenced in the same transaction."""
         with self._transaction() as cur:
+            self._fence(cur, epoch)
             cur.execute(sql.SAVE_REACTOR_STATE, (pack_value(state), time.time()))
 
     def load_reactor_state(self) -> dict[str, Any] | None:

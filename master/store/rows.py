@@ -4,6 +4,7 @@ as lists, as they do over the wire."""
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -31,8 +32,9 @@ def unpack_value(blob: bytes) -> Any:
 
 
 def job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    """The job of a row in ``job_row``'s order (columns after the 15th are ignored)."""
     jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout = row[:11]
-    cause, depth, rule = row[11:14]
+    cause, depth, rule, epoch = row[11:15]
     return JobRecord(
         jid=jid,
         fun=fun,
@@ -46,6 +48,7 @@ def job_from_row(row: tuple[Any, ...]) -> JobRecord:
         created=created,
         timeout=timeout,
         chain=Chain(cause, depth, rule),
+        epoch=epoch,
     )
 
 
@@ -98,6 +101,7 @@ def reaction_row(record: ReactionRecord) -> tuple[Any, ...]:
         record.outcome,
         record.created or time.time(),
         record.finished,
+        record.epoch,
     )
 
 
@@ -116,6 +120,7 @@ def reaction_from_row(row: tuple[Any, ...]) -> ReactionRecord:
         outcome=row[9],
         created=row[10],
         finished=row[11],
+        epoch=row[12],
     )
 
 
@@ -135,6 +140,7 @@ def job_row(job: JobRecord) -> tuple[Any, ...]:
         job.chain.cause,
         job.chain.depth,
         job.chain.rule,
+        job.epoch,
     )
 
 
@@ -142,6 +148,11 @@ def return_row(r: ReturnRecord) -> tuple[Any, ...]:
     """``success`` as a bool (SQLite stores it as 0/1, PostgreSQL as a boolean)."""
     return (r.jid, r.minion, r.fun, r.success, r.retcode, pack_value(r.ret), r.duration_ms,
             r.received)  # fmt: skip
+
+
+def batch_epoch(reactions: Sequence[ReactionRecord]) -> int:
+    """The epoch a batch of reactions is fenced at: its largest (0: not fenced)."""
+    return max((r.epoch for r in reactions), default=0)
 
 
 def event_row(e: EventRecord) -> tuple[Any, ...]:

@@ -3,7 +3,7 @@
 Full statements as literals: no SQL is built from strings at run time.
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Executed one by one in a transaction (executescript would commit implicitly).
 TABLES = (
@@ -21,7 +21,8 @@ TABLES = (
         timeout REAL NOT NULL,
         cause INTEGER,
         depth INTEGER NOT NULL DEFAULT 0,
-        rule TEXT
+        rule TEXT,
+        epoch INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS returns (
         jid TEXT NOT NULL,
@@ -61,7 +62,8 @@ TABLES = (
         progress BLOB NOT NULL,
         outcome TEXT,
         created REAL NOT NULL,
-        finished REAL
+        finished REAL,
+        epoch INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS reactions_created ON reactions (created)",
     """CREATE TABLE IF NOT EXISTS reactor_state (
@@ -74,6 +76,13 @@ TABLES = (
     "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
     """CREATE INDEX IF NOT EXISTS reactions_held ON reactions (event_seq)
         WHERE outcome IS NULL OR outcome = 'await_approval'""",
+    # fencing (5): the newest leadership epoch a write carried (one row, once written);
+    # which events some reaction decided (a new leader's replay)
+    """CREATE TABLE IF NOT EXISTS saline_fence (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS reactions_event ON reactions (event_seq)",
 )
 
 #: statements taking the schema from version N to N + 1 (then TABLES creates what is new)
@@ -97,17 +106,39 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created)",
         "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
     ),
+    # 5 fences writes by leadership epoch: jobs and reactions carry theirs (0 for what was
+    # written before); the fence table and the event_seq index come with TABLES. A store
+    # of version 1 or 2 whose master never reacted has no reactions table yet: it gets
+    # the one of version 4 first, so the ALTER finds it.
+    4: (
+        """CREATE TABLE IF NOT EXISTS reactions (
+            id TEXT PRIMARY KEY,
+            event_seq INTEGER,
+            event_tag TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            key TEXT NOT NULL,
+            actions BLOB NOT NULL,
+            progress BLOB NOT NULL,
+            outcome TEXT,
+            created REAL NOT NULL,
+            finished REAL
+        )""",
+        "ALTER TABLE jobs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE reactions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+    ),
 }
 
 INSERT_JOB = (
     "INSERT OR REPLACE INTO jobs"
     " (jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,"
-    " cause, depth, rule)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " cause, depth, rule, epoch)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 SELECT_JOB = (
     "SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,"
-    " cause, depth, rule FROM jobs WHERE jid = ?"
+    " cause, depth, rule, epoch FROM jobs WHERE jid = ?"
 )
 # Correlated subqueries use the (jid, minion) primary key of returns and only touch the
 # returns of the selected jobs, unlike a GROUP BY over all returns.
@@ -116,7 +147,7 @@ SELECT_JOB = (
 # [^abc]), user is exact.
 LIST_JOBS = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
-        cause, depth, rule,
+        cause, depth, rule, epoch,
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
     FROM jobs j
@@ -134,7 +165,7 @@ SCAN_JOBS_KWARGS = """
 """
 LIST_JOB = """
     SELECT jid, fun, args, kwargs, target, tgt_type, minions, missing, user, created, timeout,
-        cause, depth, rule,
+        cause, depth, rule, epoch,
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid),
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success != 0)
     FROM jobs j WHERE j.jid = ?
@@ -162,24 +193,35 @@ DELETE_MINION = "DELETE FROM minions WHERE id = ?"
 
 SAVE_REACTION = (
     "INSERT OR REPLACE INTO reactions (id, event_seq, event_tag, rule, verdict, reason, key,"
-    " actions, progress, outcome, created, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " actions, progress, outcome, created, finished, epoch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 SELECT_REACTION = (
     "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
-    " created, finished FROM reactions WHERE id = ?"
+    " created, finished, epoch FROM reactions WHERE id = ?"
 )
 REACTION_HISTORY = (
     "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
-    " created, finished FROM reactions WHERE (? IS NULL OR rule = ?)"
+    " created, finished, epoch FROM reactions WHERE (? IS NULL OR rule = ?)"
     " ORDER BY created DESC, rowid DESC LIMIT ?"
 )
 OPEN_REACTIONS = (
     "SELECT id, event_seq, event_tag, rule, verdict, reason, key, actions, progress, outcome,"
-    " created, finished FROM reactions WHERE outcome IS NULL"
+    " created, finished, epoch FROM reactions WHERE outcome IS NULL"
     " AND verdict IN ('fire', 'approved') ORDER BY created"
 )
 SAVE_REACTOR_STATE = "INSERT OR REPLACE INTO reactor_state (id, state, updated) VALUES (1, ?, ?)"
 LOAD_REACTOR_STATE = "SELECT state FROM reactor_state WHERE id = 1"
+
+# -- fencing: read and raised in the write's own IMMEDIATE transaction (the write lock
+# serialises writers, so the read-then-write cannot race) --------------------------------
+SELECT_FENCE = "SELECT epoch FROM saline_fence WHERE id = 1"
+SAVE_FENCE = "INSERT OR REPLACE INTO saline_fence (id, epoch) VALUES (1, ?)"
+#: the seqs (a JSON array) that some reaction names; walks the event_seq index
+DECIDED_EVENTS = """
+    SELECT DISTINCT event_seq FROM reactions
+    WHERE event_seq IN (SELECT value FROM json_each(:seqs))
+"""
+LAST_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events"
 
 # -- retention ----------------------------------------------------------------------------
 # A reaction is held while open (outcome NULL) or awaiting approval: it, and the event it

@@ -29,6 +29,7 @@ from master.store.base import (
     TEST_SCAN_MAX,
     Cutoffs,
     EventRecord,
+    Fenced,
     JobFilter,
     JobRecord,
     JobSummary,
@@ -42,6 +43,7 @@ from master.store.base import (
     TableStats,
 )
 from master.store.rows import (
+    batch_epoch,
     event_from_row,
     event_row,
     job_from_row,
@@ -156,12 +158,37 @@ class SqliteStore(Store):
                 self._conn.execute("ROLLBACK")
             raise
 
+    # -- fencing ----------------------------------------------------------------------
+
+    def _fence(self, conn: sqlite3.Connection, epoch: int) -> None:
+        """In the caller's IMMEDIATE transaction (the write lock is held: no other writer
+        reads the fence between our read and our write): refuse an epoch older than the
+        newest seen, else make it the newest. Epoch 0 is not checked.
+
+        :raises Fenced: ``epoch`` is older (the caller's transaction rolls back).
+        """
+        if epoch <= 0:
+            return
+        row = conn.execute(schema.SELECT_FENCE).fetchone()
+        newest = 0 if row is None else int(row[0])
+        Fenced.check(epoch, newest)
+        if epoch > newest:
+            conn.execute(schema.SAVE_FENCE, (epoch,))
+
+    def fence_epoch(self) -> int:
+        row = self._conn.execute(schema.SELECT_FENCE).fetchone()
+        return 0 if row is None else int(row[0])
+
     # -- jobs -------------------------------------------------------------------------
 
     def save_job(self, job: JobRecord) -> None:
-        """Insert or replace the job; durable (see module doc) when this returns."""
+        """Insert or replace the job; durable (see module doc) when this returns.
+
+        :raises Fenced: see ``base.Store.save_job``.
+        """
         row = job_row(job)
         with self._transaction() as conn:
+            self._fence(conn, job.epoch)
             conn.execute(schema.INSERT_JOB, row)
 
     def get_job(self, jid: str) -> JobRecord | None:
@@ -242,6 +269,10 @@ class SqliteStore(Store):
         rows = self._conn.execute(schema.EVENTS_SINCE, (seq, limit)).fetchall()
         return [event_from_row(row) for row in rows]
 
+    def last_event_seq(self) -> int:
+        (seq,) = self._conn.execute(schema.LAST_EVENT_SEQ).fetchone()
+        return int(seq)
+
     # -- minions ----------------------------------------------------------------------
 
     def save_minion(self, minion: MinionRecord) -> None:
@@ -265,8 +296,13 @@ class SqliteStore(Store):
     # -- the reactor's trail --------------------------------------------------------------
 
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
+        """See ``base.Store.save_reactions``; fenced in the same transaction.
+
+        :raises Fenced: the batch's epoch is older than the newest seen (nothing stored).
+        """
         rows = [reaction_row(r) for r in reactions]  # before BEGIN: see save_returns
         with self._transaction() as conn:
+            self._fence(conn, batch_epoch(reactions))
             for row in rows:
                 conn.execute(schema.SAVE_REACTION, row)
 
@@ -281,9 +317,18 @@ class SqliteStore(Store):
     def open_reactions(self) -> list[ReactionRecord]:
         return [reaction_from_row(r) for r in self._conn.execute(schema.OPEN_REACTIONS)]
 
-    def save_reactor_state(self, state: dict[str, Any]) -> None:
+    def decided_events(self, seqs: Sequence[int]) -> set[int]:
+        """See ``base.Store.decided_events``: one query on the event_seq index."""
+        if not seqs:
+            return set()
+        params = {"seqs": json.dumps([int(s) for s in seqs])}
+        return {int(r[0]) for r in self._conn.execute(schema.DECIDED_EVENTS, params)}
+
+    def save_reactor_state(self, state: dict[str, Any], epoch: int = 0) -> None:
+        """See ``base.Store.save_reactor_state``; fenced in the same transaction."""
         row = (pack_value(state), time.time())
         with self._transaction() as conn:
+            self._fence(conn, epoch)
             conn.execute(schema.SAVE_REACTOR_STATE, row)
 
     def load_reactor_state(self) -> dict[str, Any] | None:

@@ -1,5 +1,8 @@
 """``saline status``: minions online and offline, keys waiting, what was refused."""
 
+from datetime import datetime
+from typing import Any
+
 import click
 
 from saline.cli.common import OUT_CHOICE, client, dump
@@ -25,6 +28,7 @@ def status(ctx: click.Context, out: str) -> None:
     pending = result["keys"]["pending"]
     click.echo(f"pending keys ({len(pending)}): {', '.join(pending) or '-'}")
     click.echo(f"active jobs: {result['active_jobs']}")
+    click.echo(_leadership(result["leadership"]))
     reactor = result["reactor"]
     click.echo(
         f"reactor: {'PAUSED' if reactor['paused'] else 'active'}, "
@@ -40,3 +44,17 @@ def status(ctx: click.Context, out: str) -> None:
     failing = {name: t for name, t in result.get("tasks", {}).items() if t["restarts"]}
     for name, task in sorted(failing.items()):
         click.echo(f"task {name}: restarted {task['restarts']}x, last error: {task['last_error']}")
+
+
+def _leadership(lead: dict[str, Any]) -> str:
+    """``leader: m1 (epoch 7, since 22:58:01); masters: m1, m2, m3; this master: m2``."""
+    since = datetime.fromtimestamp(lead["since"]).strftime("%H:%M:%S")
+    who = lead["leader"] or "NOBODY"
+    line = f"leader: {who} (epoch {lead['epoch']}, since {since}: {lead['reason']})"
+    masters = sorted(lead.get("masters") or {})
+    if len(masters) > 1 or lead["leader"] != lead["name"]:
+        role = "leads" if lead["leading"] else "standby"
+        line += f"; masters: {', '.join(masters) or '-'}; this master: {lead['name']} ({role})"
+    if lead.get("error"):
+        line += f"; etcd: {lead['error']}"
+    return line
