@@ -434,14 +434,17 @@ class Operations:
 
 
 def _leadership(leader: Leader) -> LeadershipStatus:
-    term = leader.term
+    term, leading = leader.term, leader.leading()
+    who, reason = term.leader, term.reason
+    if who == leader.name and not leading:  # its lease is past the safe time: not yet noted
+        who, reason = None, "this master's lease was not confirmed in time"
     return LeadershipStatus(
         name=leader.name,
-        leader=term.leader,
+        leader=who,
         epoch=term.epoch,
         since=term.since,
-        leading=leader.leading(),
-        reason=term.reason,
+        leading=leading,
+        reason=reason,
         error=leader.last_error,
         masters=dict(leader.members),
     )
