@@ -41,6 +41,8 @@ typecheck: setup
 
 test: lint typecheck
 	$(BIN)/pytest
+	@echo '--- the integration tier again, every lab master on a PostgreSQL store'
+	SALINE_TEST_STORE=postgresql $(BIN)/pytest tests/integration
 
 demo: setup
 	@$(BIN)/saline lab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true

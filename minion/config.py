@@ -1,11 +1,12 @@
 """MinionConfig: every setting of ``saline minion``, validated by pydantic."""
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from minion.beacons.config import BeaconsConfig
 from saline.config import load_yaml_model, resolve_config_path
@@ -14,6 +15,10 @@ from saline.protocol import DEFAULT_MAX_FUNCTION_TIMEOUT
 from saline.wire import DEFAULT_MAX_FRAME, MINION_ID_PATTERN
 
 DEFAULT_MINION_CONFIG = "/etc/saline/minion.yaml"
+DEFAULT_MASTER_PORT = 4606
+
+#: a host name or IPv4 address as a ``master`` entry may give it (IPv6 is checked apart)
+_HOST_PATTERN = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 
 #: POSIX portable environment variable names (IEEE Std 1003.1, 8.1): no "=", no leading digit
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -37,9 +42,13 @@ class MinionConfig(BaseModel):
 
     #: minion id; defaults to the host's fqdn
     id: str | None = Field(default=None, pattern=MINION_ID_PATTERN)
-    #: master host and port
-    master: str = "127.0.0.1"
-    master_port: int = Field(default=4606, ge=1, le=65535)
+    #: the port of a ``master`` entry that names none (declared first: ``master`` is
+    #: checked against it)
+    master_port: int = Field(default=DEFAULT_MASTER_PORT, ge=1, le=65535)
+    #: the master, or several masters sharing one store and one key: each ``HOST``,
+    #: ``HOST:PORT``, ``V6`` or ``[V6]:PORT`` (no port: ``master_port``). The first is the
+    #: preferred master (events go there while it is up); see :attr:`masters`
+    master: str | list[str] = "127.0.0.1"
     #: fingerprint (``saline key finger``) the master's key must have; refuse any other
     master_finger: str | None = None
     #: the master's public key (Z85), or a file holding it; required to start CurveZMQ
@@ -92,6 +101,83 @@ class MinionConfig(BaseModel):
             if "\0" in value:
                 raise ValueError(f"the value of {name} contains a NUL character")
         return env
+
+    @field_validator("master")
+    @classmethod
+    def _check_masters(cls, master: str | list[str], info: ValidationInfo) -> str | list[str]:
+        # parsed here, so a bad entry fails at load with file, line and the entry itself
+        parse_masters(master, info.data.get("master_port", DEFAULT_MASTER_PORT))
+        return master
+
+    @property
+    def masters(self) -> list[tuple[str, int]]:
+        """The masters as (host, port), in config order (the first is the preferred one)."""
+        return parse_masters(self.master, self.master_port)
+
+
+def parse_masters(master: str | list[str], default_port: int) -> list[tuple[str, int]]:
+    """Every entry of ``master`` as (host, port), in order.
+
+    :raises ValueError: for an entry that does not parse, a master named twice, or none.
+    """
+    entries = [master] if isinstance(master, str) else master
+    if not entries:
+        raise ValueError("give at least one master")
+    parsed: list[tuple[str, int]] = []
+    seen: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        host, port = parse_master(entry, default_port)
+        # one master however written: case of a name, spelling of an IPv6 address
+        same = (str(ipaddress.IPv6Address(host)) if ":" in host else host.lower(), port)
+        if same in seen:
+            raise ValueError(f"master entry {entry!r} names the same master as {seen[same]!r}")
+        seen[same] = entry
+        parsed.append((host, port))
+    return parsed
+
+
+def parse_master(entry: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, a bare IPv6 address or ``[V6]:PORT`` → (host, port).
+
+    :raises ValueError: naming the entry and what is wrong with it.
+    """
+    text = entry.strip()
+    port_text: str | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"master entry {entry!r}: no closing ']' after the IPv6 address")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"master entry {entry!r}: expected ':PORT' after ']'")
+            port_text = rest[1:]
+        _check_ipv6(entry, host)
+    elif text.count(":") > 1:  # a bare IPv6 address, as a single master always allowed
+        host = text
+        _check_ipv6(entry, host)
+    else:
+        host, sep, port_part = text.partition(":")
+        if sep:
+            port_text = port_part
+        if not _HOST_PATTERN.match(host):
+            raise ValueError(f"master entry {entry!r}: {host!r} is not a host name or address")
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"master entry {entry!r}: port {port_text!r} is not 1-65535")
+    return host, int(port_text)
+
+
+def _check_ipv6(entry: str, host: str) -> None:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError as e:
+        raise ValueError(f"master entry {entry!r}: {host!r} is not an IPv6 address") from e
+
+
+def master_label(host: str, port: int) -> str:
+    """``host:port`` as log lines and errors name a master (``[v6]:port`` for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_minion_config(path: str | None = None) -> tuple[MinionConfig, Path]:

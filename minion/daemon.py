@@ -1,23 +1,25 @@
-"""The minion agent: one CurveZMQ link to the master, jobs forked under timeouts, a spool.
+"""The minion agent: a CurveZMQ link to each master, jobs forked under timeouts, a spool.
 
-Session walk: connect → (handshake) → hello → welcome → heartbeats; jobs arrive, run in
-forked children, their returns are spooled, sent, and resent until acknowledged. A
+Session walk, on each link: connect → (handshake) → hello → welcome → heartbeats. A
 ``pending`` answer makes the minion say hello again every ``acceptance_wait`` seconds; a
-``rehello`` (the master restarted) makes it say hello at once.
+``rehello`` (the master restarted) makes it say hello at once. Jobs arrive on any link
+and run once (by jid) in forked children; their returns are spooled, sent to a ready link
+(the job's own if it is ready, see :func:`minion.links.choose`), and resent until some
+master acknowledges them. Events go the same way, to the first ready master in config
+order; while no link is ready everything waits in the spool.
 """
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
-from enum import StrEnum
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
-from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 import saline
@@ -27,6 +29,7 @@ from minion.channel import ChannelError
 from minion.config import MinionConfig, load_minion_config
 from minion.executor import execute
 from minion.grains import collect_grains, minion_id
+from minion.links import LinkState, MasterLink, SeenJobs, choose
 from minion.masterkey import master_public_key
 from minion.modules import declared_timeouts, registry
 from minion.modules.base import Context
@@ -57,7 +60,6 @@ from saline.protocol import (
     Welcome,
 )
 from saline.supervisor import Supervisor
-from saline.transport import connect_dealer, tcp_address
 
 if TYPE_CHECKING:
     from minion.metrics import MinionMetrics
@@ -69,11 +71,7 @@ log = logging.getLogger(__name__)
 RELAY_TIMEOUT = 30.0
 
 
-class LinkState(StrEnum):
-    CONNECTING = "connecting"
-    PENDING = "pending"
-    REFUSED = "refused"
-    READY = "ready"
+__all__ = ["LinkState", "Minion", "run_minion"]
 
 
 class Minion:
@@ -118,24 +116,31 @@ class Minion:
             on_checked=None if self.metrics is None else self.metrics.beacon_checked,
         )
         self._event_ids = itertools.count()
-        self.state = LinkState.CONNECTING
-        self.sock: zmq.asyncio.Socket | None = None
+        #: one link per master, in config order (the first is the preferred master)
+        self.links = [MasterLink(i, host, port) for i, (host, port) in enumerate(config.masters)]
+        #: jobs already run (or running): a jid sent again, by any master, runs once
+        self.seen_jobs = SeenJobs()
         self._sent_at: dict[str, float] = {}
+        #: the link each job came from, until its return is acknowledged
+        self._origin: dict[str, MasterLink] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._requests: dict[int, asyncio.Future[FileReply | PillarReply]] = {}
         self._request_ids = itertools.count()
         self._ctx: zmq.asyncio.Context | None = None
-        self._monitor: zmq.asyncio.Socket | None = None
 
-    def send(self, message: BaseModel) -> None:
-        assert self.sock is not None
-        try:
-            self.sock.send(encode(message), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            log.debug("send queue full; %s will be retried", message.__class__.__name__)
+    @property
+    def ready_links(self) -> list[MasterLink]:
+        return [link for link in self.links if link.ready]
 
-    def hello(self) -> None:
-        self.send(
+    def _choose(self, origin: MasterLink | None = None) -> MasterLink | None:
+        """The ready link a return (from ``origin``'s job) or an event goes to, if any."""
+        states = [link.state for link in self.links]
+        index = choose(states, None if origin is None else origin.index)
+        return None if index is None else self.links[index]
+
+    def hello(self, link: MasterLink) -> None:
+        link.last_hello = time.monotonic()
+        link.send(
             Hello(
                 id=self.id,
                 grains=self.grains,
@@ -160,43 +165,66 @@ class Minion:
             }
         )
 
-    def _send_return(self, ret: Return) -> None:
-        self._sent_at[ret.jid] = time.monotonic()
-        self.send(ret)
+    def _send_return(self, ret: Return, only: MasterLink | None = None) -> None:
+        """Send ``ret`` to its chosen link (if that is ``only``, when given); none ready:
+        it waits in the spool for the next link to become ready."""
+        link = self._choose(self._origin.get(ret.jid))
+        if link is not None and (only is None or link is only):
+            self._sent_at[ret.jid] = time.monotonic()
+            link.send(ret)
 
-    def flush_spool(self, older_than: float = 0.0) -> None:
-        """(Re)send spooled returns and events not acknowledged for ``older_than`` seconds."""
+    def _send_event(self, event: Event, only: MasterLink | None = None) -> None:
+        link = self._choose()
+        if link is not None and (only is None or link is only):
+            self._sent_at[event.eid] = time.monotonic()
+            link.send(event)
+
+    def flush_spool(self, older_than: float = 0.0, only: MasterLink | None = None) -> None:
+        """(Re)send spooled returns and events not acknowledged for ``older_than`` seconds,
+        each to its chosen ready link; with ``only``, just those whose choice is that link
+        (the one just welcomed: the others' messages are on their way already)."""
+        if not self.ready_links:
+            return  # the spool is on disk: not read while nothing could be sent
         now = time.monotonic()
         for ret in self.spool.pending():
             if now - self._sent_at.get(ret.jid, 0.0) >= older_than:
-                self._send_return(ret)
+                self._send_return(ret, only)
         for event in self.events.pending():
             if now - self._sent_at.get(event.eid, 0.0) >= older_than:
-                self._sent_at[event.eid] = now
-                self.send(event)
+                self._send_event(event, only)
 
     def emit_beacon(self, suffix: str, data: dict[str, Any]) -> None:
         self.fire_event(f"saline/beacon/{self.id}/{suffix}", data)
 
     def fire_event(self, tag: str, data: dict[str, Any]) -> None:
-        """Spool an event and send it now if the master is there (else on reconnect)."""
+        """Spool an event and send it now to the preferred ready master (else when one is)."""
         eid = f"{time.time_ns():020d}-{next(self._event_ids)}"  # sorts by time
         event = Event(id=self.id, eid=eid, tag=tag, data=data, ts=time.time())
         self.events.put(event)
-        if self.state is LinkState.READY:
-            self._sent_at[eid] = time.monotonic()
-            self.send(event)
+        self._send_event(event)
 
-    async def run_job(self, job: Job) -> None:
+    async def run_job(self, job: Job, origin: MasterLink | None = None) -> None:
+        """Run ``job`` (from ``origin``'s master), spool its return and send it."""
+        if origin is not None:
+            self._origin[job.jid] = origin
+        relay: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] = self.relay
+        if origin is not None:
+
+            async def relay(request: dict[str, Any]) -> dict[str, Any]:
+                return await self.relay(request, origin)
+
         # the executor applies the time limit: the job's, else the function's, capped
-        ret = self._bounded(await execute(self.ctx, job, self.id, relay=self.relay))
+        ret = self._bounded(await execute(self.ctx, job, self.id, relay=relay))
         self.spool.put(ret)  # before sending: an ack can only follow a spooled return
         self._send_return(ret)
         if self.metrics is not None:
             self.metrics.job_done(job.fun, ret.duration_ms)
 
-    async def relay(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A job's request for a file or its pillar, asked of the master on its behalf."""
+    async def relay(
+        self, request: dict[str, Any], origin: MasterLink | None = None
+    ) -> dict[str, Any]:
+        """A job's request for a file or its pillar, asked on its behalf of the master the
+        job came from (``origin``), or of another ready one when that one is not ready."""
         req = next(self._request_ids)
         message: FileRequest | PillarRequest
         if request.get("op") == "file":
@@ -208,118 +236,154 @@ class Minion:
             message = PillarRequest(id=self.id, req=req)
         else:
             raise ChannelError(f"unknown request {str(request.get('op'))[:32]!r}")
-        if self.state is not LinkState.READY:
-            raise ChannelError("not connected to the master")
+        link = self._choose(origin)
+        if link is None:
+            raise ChannelError("not connected to any master")
         future: asyncio.Future[FileReply | PillarReply] = asyncio.get_running_loop().create_future()
         self._requests[req] = future
-        self.send(message)
+        link.send(message)
         try:
             reply = await asyncio.wait_for(future, RELAY_TIMEOUT)
         except TimeoutError as e:
-            raise ChannelError(f"the master did not answer a {message.kind} in time") from e
+            raise ChannelError(
+                f"the master at {link.address} did not answer a {message.kind} in time"
+            ) from e
         finally:
             self._requests.pop(req, None)
         return reply.model_dump(exclude={"v", "kind", "req"})
 
     # -- inbound -----------------------------------------------------------------------
 
-    def on_message(self, data: bytes) -> None:
+    def on_message(self, link: MasterLink, data: bytes) -> None:
         try:
             msg = decode_from_master(data, self.config.max_frame_bytes)
         except ProtocolError as e:
-            log.warning("ignored a frame from the master: %s", e)
+            log.warning("ignored a frame from the master at %s: %s", link.address, e)
             return
         try:
-            self._dispatch(msg)
+            self._dispatch(link, msg)
         except Exception:  # one bad message must never stop the minion
-            log.exception("error handling a %s from the master", msg.kind)
+            log.exception("error handling a %s from the master at %s", msg.kind, link.address)
 
-    def _dispatch(self, msg: MasterMessage) -> None:
+    def _dispatch(self, link: MasterLink, msg: MasterMessage) -> None:
         match msg:
             case Job():
-                log.info("job %s: %s", msg.jid, msg.fun)
-                if msg.fun.startswith("state."):
-                    try:  # once: later state jobs fork with the engine already loaded
-                        preload_states()
-                    except Exception:  # the job's child reports the import error itself
-                        log.exception("could not preload the state engine")
-                task = asyncio.create_task(self.run_job(msg))
-                self._jobs.add(task)
-                task.add_done_callback(self._jobs.discard)
+                self._start_job(link, msg)
             case FileReply() | PillarReply():
                 future = self._requests.get(msg.req)
                 if future is not None and not future.done():
                     future.set_result(msg)
-            case Ack():
+            case Ack():  # from any master: they share the store
                 for jid in msg.jids:
                     self.spool.remove(jid)
                     self._sent_at.pop(jid, None)
+                    self._origin.pop(jid, None)
                 for eid in msg.events:
                     self.events.remove(eid)
                     self._sent_at.pop(eid, None)
             case Rehello():
-                self.hello()
+                self.hello(link)
             case Pending():
-                if self.state is not LinkState.PENDING:
-                    log.warning("key pending on the master: %s", msg.reason)
-                self.state = LinkState.PENDING
+                if link.state is not LinkState.PENDING:
+                    self._lost(link)
+                    log.warning("master %s: key pending: %s", link.address, msg.reason)
+                link.state = LinkState.PENDING
             case Refused():
-                log.error("the master refused us: %s", msg.reason)
-                self.state = LinkState.REFUSED
+                self._lost(link)
+                log.error("master %s refused us: %s", link.address, msg.reason)
+                link.state = LinkState.REFUSED
             case Welcome():
-                if self.state is not LinkState.READY:
-                    log.info("accepted by the master as %s", self.id)
-                self.state = LinkState.READY
-                self.flush_spool()
+                if link.state is not LinkState.READY:
+                    link.state = LinkState.READY
+                    log.info(
+                        "master %s: link ready, accepted as %s (%s)",
+                        link.address,
+                        self.id,
+                        self._ready_count(),
+                    )
+                self.flush_spool(only=link)
 
-    async def _receive_loop(self) -> None:
-        assert self.sock is not None
+    def _start_job(self, link: MasterLink, job: Job) -> None:
+        if not self.seen_jobs.first_time(job.jid):
+            log.info(
+                "job %s from %s: already seen (sent by another master, or again): not run",
+                job.jid,
+                link.address,
+            )
+            return
+        log.info("job %s from %s: %s", job.jid, link.address, job.fun)
+        if job.fun.startswith("state."):
+            try:  # once: later state jobs fork with the engine already loaded
+                preload_states()
+            except Exception:  # the job's child reports the import error itself
+                log.exception("could not preload the state engine")
+        task = asyncio.create_task(self.run_job(job, link))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    def _ready_count(self) -> str:
+        return f"{len(self.ready_links)} of {len(self.links)} masters ready"
+
+    def _lost(self, link: MasterLink) -> None:
+        """``link`` leaves READY: say so, and hand what was sent its way to another link."""
+        if link.state is not LinkState.READY:
+            return
+        link.state = LinkState.CONNECTING
+        log.warning("master %s: link lost (%s)", link.address, self._ready_count())
+        # what it was sent and did not acknowledge goes to the next ready master at once
+        # (a resend the lost one did store is harmless: masters deduplicate)
+        self.flush_spool()
+
+    async def _receive_loop(self, link: MasterLink) -> None:
+        assert link.sock is not None
         while True:
-            self.on_message(await self.sock.recv())
+            self.on_message(link, await link.sock.recv())
 
     async def _timer_loop(self) -> None:
-        """Heartbeats when ready; hellos while not; resends of unacknowledged returns."""
+        """Per link: heartbeats when ready, hellos while not; resends of what no master
+        acknowledged."""
         cfg = self.config
         tick = min(cfg.heartbeat_interval, cfg.acceptance_wait, 1.0)
-        last_beat = last_hello = last_flush = time.monotonic()
+        last_flush = time.monotonic()
+        for link in self.links:
+            link.last_beat = link.last_hello = last_flush
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if self.state is LinkState.READY:
-                if now - last_beat >= cfg.heartbeat_interval:
-                    self.send(Heartbeat(id=self.id))
-                    last_beat = now
-                if now - last_flush >= cfg.return_retry:  # the spool is on disk: read it rarely
-                    self.flush_spool(older_than=cfg.return_retry)
-                    last_flush = now
-            elif now - last_hello >= cfg.acceptance_wait:
-                self.hello()
-                last_hello = now
+            for link in self.links:
+                if link.ready:
+                    if now - link.last_beat >= cfg.heartbeat_interval:
+                        link.send(Heartbeat(id=self.id))
+                        link.last_beat = now
+                elif now - link.last_hello >= cfg.acceptance_wait:
+                    self.hello(link)
+            if now - last_flush >= cfg.return_retry:  # the spool is on disk: read it rarely
+                self.flush_spool(older_than=cfg.return_retry)
+                last_flush = now
 
-    async def _monitor_loop(self, monitor: zmq.asyncio.Socket) -> None:
+    async def _monitor_loop(self, link: MasterLink) -> None:
         """Every successful handshake (first connect, master restart) starts a session."""
+        assert link.monitor is not None
         while True:
-            event = parse_monitor_message(await monitor.recv_multipart())
+            event = parse_monitor_message(await link.monitor.recv_multipart())
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self.metrics is not None:
                     self.metrics.handshake()
-                self.state = LinkState.CONNECTING
-                self.hello()
+                self._lost(link)
+                link.state = LinkState.CONNECTING
+                self.hello(link)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self.state = LinkState.CONNECTING
+                self._lost(link)
+                link.state = LinkState.CONNECTING
 
     async def start(self, supervisor: Supervisor) -> None:
         self._ctx = zmq.asyncio.Context()
-        address = tcp_address(self.config.master, self.config.master_port)
-        self.sock = connect_dealer(
-            self._ctx, self.keypair, self.master_pub, address, self.config.max_frame_bytes
-        )
-        monitor = self._monitor = self.sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-        )
-        supervisor.start("receive", self._receive_loop)
+        for link in self.links:
+            link.open(self._ctx, self.keypair, self.master_pub, self.config.max_frame_bytes)
+        for link in self.links:
+            supervisor.start(f"receive {link.address}", partial(self._receive_loop, link))
+            supervisor.start(f"monitor {link.address}", partial(self._monitor_loop, link))
         supervisor.start("timer", self._timer_loop)
-        supervisor.start("monitor", lambda: self._monitor_loop(monitor))
         supervisor.start("beacons", self.beacons.run)
         if self.metrics is not None:
             self.metrics.start()  # a taken address stops the start
@@ -327,7 +391,7 @@ class Minion:
         log.info(
             "minion %s connecting to %s (key %s)",
             self.id,
-            address,
+            ", ".join(link.address for link in self.links),
             fingerprint(self.keypair.public),
         )
 
@@ -353,20 +417,15 @@ class Minion:
     async def stop(self) -> None:
         if self.metrics is not None:
             self.metrics.stop()
-        if self.sock is None:
-            return
-        if self.state is LinkState.READY:
-            self.send(Bye(id=self.id))
-            # give the bye a moment on the wire; LINGER 0 would drop it
-            with contextlib.suppress(zmq.ZMQError):
-                self.sock.setsockopt(zmq.LINGER, 500)
         for task in self._jobs:
             task.cancel()
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.disable_monitor()
-        if self._monitor is not None:
-            self._monitor.close()
-        self.sock.close()
+        for link in self.links:
+            if link.ready:
+                link.send(Bye(id=self.id))
+                # give the bye a moment on the wire; LINGER 0 would drop it
+                link.close(linger_ms=500)
+            else:
+                link.close()
         if self._ctx is not None:
             self._ctx.term()
 

@@ -9,7 +9,9 @@ connection of an accepted key whose id matches (``master.handlers``, policy ``mi
 and compiles the pillar for that id only.
 
 The link is opened on the first request: a function that needs neither files nor pillar
-never talks to the master.
+never talks to the master. With several masters (``master`` a list) it talks to the first;
+a master that does not answer in time is left for the next in the list, and a request
+fails only when none answered, naming every address tried.
 """
 
 import asyncio
@@ -22,7 +24,7 @@ import zmq
 import zmq.asyncio
 
 from minion.channel import ChannelError
-from minion.config import MinionConfig
+from minion.config import MinionConfig, master_label
 from minion.masterkey import master_public_key
 from saline.codec import decode_from_master, encode
 from saline.errors import ProtocolError
@@ -48,7 +50,10 @@ class MasterRelay:
         self.config = config
         self.minion_id = minion_id
         self.timeout = timeout
-        self.address = tcp_address(config.master, config.master_port)
+        #: every master, in config order: ``host:port`` as errors name them, and its URL
+        self.masters = [(master_label(h, p), tcp_address(h, p)) for h, p in config.masters]
+        #: the master asked now (the next one after a timeout)
+        self._current = 0
         self.master_pub = master_public_key(config)
         # the key must exist: a new one would only land in pending on the master
         self.keypair = read_keypair(config.pki_dir, "minion")
@@ -58,14 +63,32 @@ class MasterRelay:
         self._waiting: dict[int, asyncio.Future[FileReply | PillarReply]] = {}
         self._ids = itertools.count()
 
+    @property
+    def address(self) -> str:
+        """``host:port`` of the master asked now."""
+        return self.masters[self._current][0]
+
     def _connect(self) -> zmq.asyncio.Socket:
         if self._sock is None:
-            self._ctx = zmq.asyncio.Context()
+            if self._ctx is None:
+                self._ctx = zmq.asyncio.Context()
+            url = self.masters[self._current][1]
             self._sock = connect_dealer(
-                self._ctx, self.keypair, self.master_pub, self.address, self.config.max_frame_bytes
+                self._ctx, self.keypair, self.master_pub, url, self.config.max_frame_bytes
             )
             self._receiver = asyncio.create_task(self._receive(self._sock))
         return self._sock
+
+    async def _disconnect(self) -> None:
+        """Drop the socket to the master asked now (open requests on it are abandoned)."""
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiver
+            self._receiver = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
 
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -96,28 +119,38 @@ class MasterRelay:
             message = PillarRequest(id=self.minion_id, req=req)
         else:
             raise ChannelError(f"unknown request {str(request.get('op'))[:32]!r}")
+        tried: list[str] = []
+        for _ in self.masters:  # each master once, from the one that answered last
+            try:
+                reply = await self._ask(message)
+            except TimeoutError:
+                tried.append(self.address)
+                await self._disconnect()
+                self._current = (self._current + 1) % len(self.masters)
+                continue
+            return reply.model_dump(exclude={"v", "kind", "req"})
+        where = "the master at " if len(tried) == 1 else "any master at "
+        raise ChannelError(
+            f"no answer from {where}{', '.join(tried)} within {self.timeout:g}s"
+            " (is it running? `saline call --local` needs none)"
+        )
+
+    async def _ask(self, message: FileRequest | PillarRequest) -> FileReply | PillarReply:
+        """One request to the master asked now.
+
+        :raises TimeoutError: no answer within ``timeout``.
+        """
         sock = self._connect()
         future: asyncio.Future[FileReply | PillarReply] = asyncio.get_running_loop().create_future()
-        self._waiting[req] = future
+        self._waiting[message.req] = future
         try:
             await sock.send(encode(message))
-            reply = await asyncio.wait_for(future, self.timeout)
-        except TimeoutError as e:
-            raise ChannelError(
-                f"no answer from the master at {self.address} within {self.timeout:g}s"
-                " (is it running? `saline call --local` needs none)"
-            ) from e
+            return await asyncio.wait_for(future, self.timeout)
         finally:
-            self._waiting.pop(req, None)
-        return reply.model_dump(exclude={"v", "kind", "req"})
+            self._waiting.pop(message.req, None)
 
     async def close(self) -> None:
-        if self._receiver is not None:
-            self._receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._receiver
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        await self._disconnect()
         if self._ctx is not None:
             self._ctx.term()
 

@@ -264,11 +264,12 @@ def _patient_status(lab: Lab) -> dict[str, Any]:
     return result
 
 
-def test_a_store_that_refuses_writes_stops_nothing(fresh_lab: Lab) -> None:
+def test_a_store_that_refuses_writes_stops_nothing(fresh_sqlite_lab: Lab) -> None:
     """The job store is locked by another process while a minion is lost: every write the
     presence loop, the reactor and the job manager try fails; the master lives, says so in
-    ``status``, and serves again once the store is back."""
-    lab = fresh_lab
+    ``status``, and serves again once the store is back. (PostgreSQL going away:
+    tests/integration/test_master_ha.py.)"""
+    lab = fresh_sqlite_lab
     store = lab.directory / "master" / "data" / "jobs.sqlite"
     lock = sqlite3.connect(store, timeout=1)
     lock.execute("BEGIN EXCLUSIVE")

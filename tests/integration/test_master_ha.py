@@ -14,7 +14,7 @@ from saline.lab.lab import Lab
 from tests.etcdcluster import EtcdCluster
 from tests.integration.test_store_postgres import _database, _dsn_file, _rows
 from tests.pgcluster import PgCluster, pg_cluster
-from tests.support import saline, wait_for
+from tests.support import run_json, saline, status, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,9 @@ def test_the_leader_decides_from_the_store_and_waits_without_quorum(
         # etcd renews leases when it elects its own leader: the same term may go on
         assert leadership(lab)["epoch"] >= lead["epoch"] and leadership(lab)["leader"] == "m1"
         wait_for(lambda: _outcomes(dsn) == ["ok", "ok"], 20, "the waiting event decided")
-        tags = _rows(dsn, "SELECT event_tag FROM reactions WHERE rule = 'lead-fix' ORDER BY created")
+        tags = _rows(
+            dsn, "SELECT event_tag FROM reactions WHERE rule = 'lead-fix' ORDER BY created"
+        )
         assert tags == [("test/lead/one",), ("test/lead/two",)], "decided once each"
     finally:
         lab.down()
@@ -98,3 +100,46 @@ def test_the_leader_decides_from_the_store_and_waits_without_quorum(
 def _outcomes(dsn: str) -> list[str]:
     rows = _rows(dsn, "SELECT outcome FROM reactions WHERE rule = 'lead-fix' ORDER BY created")
     return [str(r[0]) for r in rows]
+
+
+def test_postgresql_away_for_ten_seconds_loses_nothing(pg: PgCluster, tmp_path: Path) -> None:
+    """The store's server stops while a job runs: minions stay connected, the CLI says the
+    store is unavailable, the return waits in the minion's spool and is stored once the
+    server is back."""
+    dsn = _database(pg, "saline_outage")
+    lab = Lab(tmp_path / "lab")
+    lab.up(2, timeout=60, extra_master={"store": str(_dsn_file(tmp_path, dsn, 0o600))})
+    node = pg.leader
+    assert node is not None
+    try:
+        proc = saline(lab, "run", "be1", "test.sleep", "seconds=3", "--async")
+        assert proc.returncode == 0, proc.stderr
+        jid = proc.stdout.split()[-1]
+        pg.stop(node)
+        try:
+            listed = saline(lab, "jobs", "list")
+            assert listed.returncode != 0 and "unavailable" in listed.stderr, listed.stderr
+            assert pg.password not in listed.stderr
+            # the return comes back while the store is away: not acknowledged, kept
+            wait_for(lambda: _spooled(lab, "be1"), 15, "be1 to hold its return in its spool")
+            assert set(status(lab)["online"]) == set(lab.state["minions"]), "minions kept"
+        finally:
+            pg.start(node)
+        wait_for(lambda: _returned(dsn, jid), 30, "the spooled return stored")
+        assert not _spooled(lab, "be1")
+        code, doc = run_json(lab, "*", "test.ping")
+        assert code == 0 and set(doc["returns"]) == set(lab.state["minions"])
+    finally:
+        lab.down()
+
+
+def _spooled(lab: Lab, minion: str) -> bool:
+    spool = lab.directory / "minions" / minion / "cache" / "spool"
+    return any(p.is_file() for p in spool.glob("*")) if spool.is_dir() else False
+
+
+def _returned(dsn: str, jid: str) -> bool:
+    try:
+        return _rows(dsn, f"SELECT minion FROM returns WHERE jid = '{jid}'") == [("be1",)]
+    except Exception:  # the server is still starting
+        return False
