@@ -1,7 +1,9 @@
 """``saline lab up | status | down | fault | demo``: saline on loopback, for trying it.
 
-``up -n N`` starts a master and N minions; ``up --chef-ha`` starts the Chef HA lab (three
-backends with real PostgreSQL and etcd, two frontends) with the formula's beacons and rules.
+``up -n N`` starts a master and N minions; ``up --masters 3 -n N`` three masters sharing a
+real PostgreSQL store and a leader elected in a real etcd cluster (``lab fault master-kill
+m1`` and friends act on them); ``up --chef-ha`` starts the Chef HA lab (three backends with
+real PostgreSQL and etcd, two frontends) with the formula's beacons and rules.
 """
 
 import json
@@ -11,7 +13,7 @@ from pathlib import Path
 import click
 
 from saline.cli.common import dump
-from saline.lab.lab import DEFAULT_LAB_DIR, Lab
+from saline.lab.lab import DEFAULT_LAB_DIR, Lab, is_masters_lab
 
 _DIR = click.option(
     "--dir",
@@ -35,14 +37,36 @@ def lab() -> None:
     """A local lab: keys pre-accepted, half the minions role=backend, half role=frontend."""
 
 
+def _is_masters(directory: Path) -> bool:
+    return is_masters_lab(directory)
+
+
 @lab.command()
 @click.option("-n", "--minions", "count", type=click.IntRange(1, 1000), default=5)
+@click.option(
+    "--masters",
+    type=click.IntRange(1, 9),
+    default=1,
+    help="several masters sharing a PostgreSQL store, leader elected in etcd (both started)",
+)
 @click.option("--chef-ha", is_flag=True, help="the Chef HA cluster: be1..be3, fe1, fe2")
 @click.option("--timeout", type=float, default=60.0, help="seconds to wait for all minions")
 @_DIR
-def up(count: int, chef_ha: bool, timeout: float, directory: Path | None) -> None:
-    """Start a master and N minions (or the Chef HA lab) and wait until all are online."""
+def up(count: int, masters: int, chef_ha: bool, timeout: float, directory: Path | None) -> None:
+    """Start a master (or --masters M) and N minions, or the Chef HA lab; wait until all
+    are online."""
     path = _dir(directory)
+    if chef_ha and masters > 1:
+        raise click.UsageError("--masters is not for the Chef HA lab")
+    if masters > 1:
+        from saline.lab.masters import MastersLab
+
+        timings = MastersLab(path).up(count, masters, timeout=timeout)
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        click.echo(f"lab up in {path}: {masters} masters, {count} minions online: {phases}")
+        click.echo(f"try:  saline lab status --dir {path}")
+        click.echo(f"      saline -c {path / 'master.yaml'} run '*' test.ping")
+        return
     if chef_ha:
         from saline.lab.chefha.cluster import ChefLab
 
@@ -68,6 +92,10 @@ def status(out: str, directory: Path | None) -> None:
         from saline.lab.chefha.cluster import ChefLab
 
         report = ChefLab(path).status()
+    elif _is_masters(path):
+        from saline.lab.masters import MastersLab
+
+        report = MastersLab(path).status()
     else:
         report = Lab(path).status()
     if out != "human":
@@ -78,6 +106,26 @@ def status(out: str, directory: Path | None) -> None:
     click.echo(f"lab {report['dir']} (port {report['port']}): master pid {master['pid']} {state}")
     if report.get("metrics"):
         click.echo(f"  metrics  {report['metrics']}")
+    for info in report.get("masters", []):
+        notes = [
+            "leader" if info["leader"] else "",
+            "paused" if info.get("paused") else "",
+            "etcd cut" if info["etcd_proxy"]["cut"] else "",
+        ]
+        state = "running" if info["running"] else "stopped"
+        extra = " ".join(n for n in notes if n)
+        click.echo(
+            f"  {info['name']:8} port {info['port']:<6} pid {info['pid']} {state} {extra}".rstrip()
+        )
+        click.echo(f"           {info['config']}")
+    if "store" in report:
+        store = report["store"]
+        state = f"pid {store['pid']}" if store["running"] else "stopped"
+        click.echo(f"  store    PostgreSQL 127.0.0.1:{store['port']} {state} ({store['dsn_file']})")
+        members = " ".join(
+            f"{n}={'up' if m['running'] else 'down'}" for n, m in report["leader_etcd"].items()
+        )
+        click.echo(f"  leader etcd  {members}")
     for minion_id, info in report["minions"].items():
         flags = "online" if info["online"] else ("running" if info["running"] else "stopped")
         click.echo(f"  {minion_id:8} {info['role']:9} pid {info['pid']} {flags}")
@@ -99,6 +147,12 @@ def down(directory: Path | None) -> None:
         stopped = ChefLab(path).down()
         click.echo(f"stopped {len(stopped)} minion/master process(es) and the lab's services")
         return
+    if _is_masters(path):
+        from saline.lab.masters import MastersLab
+
+        stopped = MastersLab(path).down()
+        click.echo(f"stopped {len(stopped)} process(es) and the store's PostgreSQL")
+        return
     stopped = Lab(path).down()
     click.echo(f"stopped {len(stopped)} process(es): {', '.join(stopped) or '-'}")
 
@@ -108,15 +162,27 @@ def down(directory: Path | None) -> None:
 @click.argument("node", required=False)
 @_DIR
 def fault(kind: str, node: str | None, directory: Path | None) -> None:
-    """Inject fault KIND on NODE of the Chef HA lab (`saline lab fault list`: the kinds)."""
+    """Inject fault KIND on NODE of the Chef HA lab, or on master NODE (m1..) of a lab of
+    several masters (`saline lab fault list --dir DIR`: the kinds)."""
     from saline.lab.chefha import faults
 
+    path = _dir(directory)
+    if _is_masters(path):
+        from saline.lab.masters import FAULTS, MastersLab
+
+        if kind == "list":
+            click.echo("\n".join(FAULTS))
+            return
+        if node is None:
+            raise click.UsageError("which master? (e.g. saline lab fault master-kill m1)")
+        click.echo(MastersLab(path).fault(kind, node))
+        return
     if kind == "list":
         click.echo("\n".join(faults.FAULTS))
         return
     if node is None:
         raise click.UsageError("which NODE? (e.g. saline lab fault pg-stop be2)")
-    click.echo(faults.inject(_dir(directory), kind, node))
+    click.echo(faults.inject(path, kind, node))
 
 
 @lab.command()

@@ -6,6 +6,7 @@ appears on its command line); ``down`` stops exactly those processes and nothing
 
 import hashlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from saline.keys import (
     ensure_dir,
     fingerprint,
     load_or_create_keypair,
+    write_keypair,
 )
 from saline.lab.processes import alive, saline_argv, spawn, stop
 
@@ -45,6 +47,16 @@ def lab_ids(count: int) -> list[str]:
     ]
 
 
+def _accept(ring: KeyRing, minion_id: str, public: str) -> None:
+    """Make ``public`` the one key of ``minion_id`` in ``ring``, accepted."""
+    existing = ring.get(minion_id, KeyState.ACCEPTED)
+    if existing is None or existing.public != public:
+        for state in KeyState:
+            if ring.get(minion_id, state) is not None:
+                ring.delete(minion_id)
+        ring.add(minion_id, public, KeyState.ACCEPTED)
+
+
 def role_of(minion_id: str) -> str:
     return "backend" if minion_id.startswith("be") else "frontend"
 
@@ -56,12 +68,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _sock_dir(directory: Path) -> Path:
-    preferred = directory / "master" / "sock"
+def _sock_dir(master_dir: Path) -> Path:
+    """``MASTER_DIR/sock``, or a short path under $TMPDIR when that is too long for a socket."""
+    preferred = master_dir / "sock"
     if len(str(preferred / "client.sock")) <= _SUN_PATH_MAX:
         return preferred
-    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"saline-lab-{digest}"
+    digest = hashlib.sha256(str(master_dir.parent).encode()).hexdigest()[:12]
+    suffix = "" if master_dir.name == "master" else f"-{master_dir.name}"
+    return Path(tempfile.gettempdir()) / f"saline-lab-{digest}{suffix}"
+
+
+@dataclass(frozen=True)
+class MasterSpec:
+    """One master of a lab: where it lives and what its config adds to the defaults."""
+
+    #: ``master`` for the single master of a plain lab; ``m1``.. when there are several
+    name: str
+    #: its pki, data and (when short enough) socket dirs live under this one
+    home: Path
+    #: its master.yaml
+    config: Path
+    #: TCP port of its minion socket
+    port: int
+    #: settings over the lab's defaults (store, etcd, name...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_masters_lab(directory: Path) -> bool:
+    """Does ``directory`` hold a lab of several masters (up or down)?"""
+    try:
+        return "masters" in json.loads((directory / "lab.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -92,12 +130,22 @@ class Lab:
     # -- processes ---------------------------------------------------------------------
 
     def processes(self) -> dict[str, dict[str, Any]]:
-        """name -> {pid, marker}; the marker is the config path on its command line."""
+        """name -> {pid, marker}; the marker is a path on its command line (a config).
+
+        The master (or masters ``m1``.. of a lab of several), the minions, then the
+        services (etcd members, proxies) a lab of several masters starts.
+        """
         procs: dict[str, dict[str, Any]] = {}
         if "master" in self.state:
             procs["master"] = self.state["master"]
+        procs.update((n, m) for n, m in self.state.get("masters", {}).items() if "pid" in m)
         procs.update(self.state.get("minions", {}))
+        procs.update(self.services())
         return procs
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The lab's own services that are not saline (etcd members, proxies): name -> record."""
+        return {n: s for n, s in self.state.get("services", {}).items() if "pid" in s}
 
     def running(self) -> dict[str, bool]:
         return {name: alive(p["pid"], p["marker"]) for name, p in self.processes().items()}
@@ -111,48 +159,48 @@ class Lab:
         extra_minion: dict[str, Any] | None,
         per_minion: Callable[[str], dict[str, Any]] | None = None,
         extra_master: dict[str, Any] | None = None,
+        masters: list[MasterSpec] | None = None,
     ) -> None:
         """Write master and minion configs and keys; ``per_minion(id)`` adds to one minion's
-        config and ``extra_master`` to the master's (both override the defaults)."""
+        config and ``extra_master`` to the master's (both override the defaults).
+
+        ``masters``: several masters sharing one keypair (made once, copied into each pki
+        dir), each with every minion's key accepted; the minions list them all, and
+        ``DIR/master.yaml`` is a copy of the first one's config. Without it: the one
+        master in ``DIR/master`` (``port``, ``extra_master``).
+        """
         d = ensure_dir(self.directory)
         for sub in ("states", "pillar", "reactors", "runbooks", "logs"):
             (d / sub).mkdir(exist_ok=True)  # files an operator put there are kept
-        master_dir = d / "master"
-        pki = ensure_dir(master_dir / "pki")
-        master_keys = load_or_create_keypair(pki, "master")
-        ring = KeyRing(pki)
-        sock_dir = _sock_dir(d)
-        master_cfg = {
-            "interface": "127.0.0.1",
-            "port": port,
-            "pki_dir": str(pki),
-            "data_dir": str(master_dir / "data"),
-            "sock_dir": str(sock_dir),
-            "log_file": str(d / "logs" / "master.log"),
-            "presence_timeout": 3.0,
-            "job_timeout": 10.0,
-            "file_roots": [str(d / "states")],
-            "pillar_roots": [str(d / "pillar")],
-            "reactor_dirs": [str(d / "reactors")],
-            "runbook_roots": [str(d / "runbooks")],
-            # what the master itself knows of each node (pillar trusts only this)
-            "minion_grains": {m: {"role": role_of(m)} for m in lab_ids(count)},
-            # Prometheus metrics on a free loopback port, to look at at once
-            "metrics_listen": f"127.0.0.1:{free_port()}",
-            **(extra_master or {}),
-        }
-        self.master_config.write_text(yaml.safe_dump(master_cfg, sort_keys=False))
+        specs = masters or [
+            MasterSpec("master", d / "master", self.master_config, port, extra_master or {})
+        ]
+        first_pki = ensure_dir(specs[0].home / "pki")
+        master_keys = load_or_create_keypair(first_pki, "master")
+        rings = [KeyRing(first_pki)]
+        for spec in specs[1:]:
+            pki = ensure_dir(spec.home / "pki")
+            write_keypair(pki, "master", master_keys)
+            rings.append(KeyRing(pki))
+        if masters:  # with a shared store a master may never write its data_dir itself
+            for spec in specs:
+                ensure_dir(spec.home / "data")
+        master_cfgs = [
+            self._master_settings(spec, count, ring)
+            for spec, ring in zip(specs, rings, strict=True)
+        ]
+        for spec, settings in zip(specs, master_cfgs, strict=True):
+            spec.config.parent.mkdir(parents=True, exist_ok=True)
+            spec.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+        if masters:
+            self.master_config.write_text(specs[0].config.read_text())
         minions: dict[str, Any] = {}
         for minion_id in lab_ids(count):
             mdir = ensure_dir(d / "minions" / minion_id)
             mpki = ensure_dir(mdir / "pki")
             keys = load_or_create_keypair(mpki, "minion")
-            existing = ring.get(minion_id, KeyState.ACCEPTED)
-            if existing is None or existing.public != keys.public:
-                for state in KeyState:
-                    if ring.get(minion_id, state) is not None:
-                        ring.delete(minion_id)
-                ring.add(minion_id, keys.public, KeyState.ACCEPTED)
+            for ring in rings:
+                _accept(ring, minion_id, keys.public)
             cfg: dict[str, Any] = {
                 "id": minion_id,
                 "master": "127.0.0.1",
@@ -169,14 +217,50 @@ class Lab:
                 "services": {"demo": {"argv": ["sleep", "infinity"]}},
                 "grains": {"role": role_of(minion_id), "lab": True},
             }
+            if masters:
+                cfg["master"] = [f"127.0.0.1:{spec.port}" for spec in specs]
             cfg.update(extra_minion or {})
             cfg.update(per_minion(minion_id) if per_minion else {})
             path = mdir / "minion.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             minions[minion_id] = {"config": str(path)}
-        self.state = {"dir": str(d), "port": port, "minions": minions}
-        if master_cfg["metrics_listen"] is not None:
-            self.state["metrics"] = f"http://{master_cfg['metrics_listen']}/metrics"
+        self.state = {"dir": str(d), "port": specs[0].port, "minions": minions}
+        if master_cfgs[0]["metrics_listen"] is not None:
+            self.state["metrics"] = f"http://{master_cfgs[0]['metrics_listen']}/metrics"
+        if masters:
+            self.state["masters"] = {
+                spec.name: {
+                    "config": str(spec.config),
+                    "marker": str(spec.config),
+                    "port": spec.port,
+                    "sock_dir": settings["sock_dir"],
+                    "metrics": f"http://{settings['metrics_listen']}/metrics",
+                }
+                for spec, settings in zip(specs, master_cfgs, strict=True)
+            }
+
+    def _master_settings(self, spec: MasterSpec, count: int, ring: KeyRing) -> dict[str, Any]:
+        d = self.directory
+        log_name = "master.log" if spec.name == "master" else f"master-{spec.name}.log"
+        return {
+            "interface": "127.0.0.1",
+            "port": spec.port,
+            "pki_dir": str(ring.pki_dir),
+            "data_dir": str(spec.home / "data"),
+            "sock_dir": str(_sock_dir(spec.home)),
+            "log_file": str(d / "logs" / log_name),
+            "presence_timeout": 3.0,
+            "job_timeout": 10.0,
+            "file_roots": [str(d / "states")],
+            "pillar_roots": [str(d / "pillar")],
+            "reactor_dirs": [str(d / "reactors")],
+            "runbook_roots": [str(d / "runbooks")],
+            # what the master itself knows of each node (pillar trusts only this)
+            "minion_grains": {m: {"role": role_of(m)} for m in lab_ids(count)},
+            # Prometheus metrics on a free loopback port, to look at at once
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+            **spec.extra,
+        }
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -198,8 +282,14 @@ class Lab:
                 raise LabError(f"a lab is already running in {self.directory}; `lab down` first")
         self.write_layout(count, free_port(), extra, per_minion, extra_master)
         started = time.monotonic()
-        logs = self.directory / "logs"
         self.start_master()
+        self.launch_minions()
+        self.wait_online(list(self.state["minions"]), timeout)
+        return time.monotonic() - started
+
+    def launch_minions(self) -> None:
+        """Start every minion of the layout (forked by one launcher); recorded for ``down``."""
+        logs = self.directory / "logs"
         argv = [sys.executable, "-m", "saline.lab.launcher"]
         for minion_id, info in self.state["minions"].items():
             argv += [info["config"], str(logs / f"{minion_id}.out")]
@@ -212,8 +302,6 @@ class Lab:
             info["pid"] = pids[info["config"]]
             info["marker"] = info["config"]
         self.save()
-        self.wait_online(list(self.state["minions"]), timeout)
-        return time.monotonic() - started
 
     def start_master(self) -> int:
         """Start (or restart, after it died) the lab's master; recorded for ``down``."""
@@ -250,10 +338,19 @@ class Lab:
         """Stop what ``up`` started (and the services its minions supervise). Returns names."""
         self.load()
         procs = self.processes()
-        services = self._supervised_services()
-        by_pid = {p["pid"]: p["marker"] for p in procs.values() if "pid" in p}
-        stopped = stop(by_pid)
-        stop(services)
+        own = self.services()
+        supervised = self._supervised_services()
+        saline_procs = {
+            p["pid"]: p["marker"] for n, p in procs.items() if "pid" in p and n not in own
+        }
+        stopped = stop(saline_procs)
+        stop(supervised)
+        # etcd and the proxies last: masters stopping still talk to them; a service whose
+        # data the next ``up`` wipes (etcd: its graceful stop waits for absent peers) is killed
+        gentle = {n: p for n, p in own.items() if p.get("stop") != "kill"}
+        stopped += stop({p["pid"]: p["marker"] for p in gentle.values()})
+        killed = {p["pid"]: p["marker"] for n, p in own.items() if n not in gentle}
+        stopped += stop(killed, sig=signal.SIGKILL)
         return sorted(name for name, p in procs.items() if p.get("pid") in stopped)
 
     def _supervised_services(self) -> dict[int, str]:

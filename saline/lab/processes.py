@@ -56,15 +56,16 @@ def reap() -> None:
             pass
 
 
-def stop(pids: dict[int, str], timeout: float = 10.0) -> list[int]:
-    """SIGTERM each pid whose command line still has its marker; SIGKILL after ``timeout``.
+def stop(pids: dict[int, str], timeout: float = 10.0, sig: int = signal.SIGTERM) -> list[int]:
+    """Send ``sig`` to each pid whose command line still has its marker; SIGKILL after
+    ``timeout``.
 
     :returns: the pids that were running and have been stopped.
     """
     running = [pid for pid, marker in pids.items() if alive(pid, marker)]
     for pid in running:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reap()
