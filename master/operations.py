@@ -9,12 +9,14 @@ import asyncio
 import difflib
 import fnmatch
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from master import forward
 from master.bus import EventBus
 from master.client_models import (
     Done,
@@ -92,6 +94,21 @@ Write = Callable[[Reply], Awaitable[None]]
 Handler = Callable[[Caller, Any, Write], Awaitable[None]]
 
 
+#: what a standby forwards to the leader: the switches of the reactor state in use
+FORWARDED = frozenset(
+    {"reactor_pause", "reactor_resume", "reactor_approve", "reactor_reject", "reactor_forget"}
+)
+
+
+class Relayed(Reply):
+    """The leader's reply to a forwarded request, passed on to the standby's client as is."""
+
+    body: dict[str, Any]
+
+    def wire(self) -> dict[str, Any]:
+        return self.body
+
+
 @dataclass(frozen=True)
 class Operation:
     #: the least role that may call it
@@ -154,15 +171,15 @@ class Operations:
             "reactor_forget": Operation(
                 Role.ADMIN, ForgetRequest, self._leader_only(self.reactor_forget)
             ),
-            "orchestrate": Operation(
-                Role.ADMIN, OrchestrateRequest, self._leader_only(self.orchestrate)
-            ),
+            # a runbook run by hand is run where it is asked, like ``run`` (see orchestrate)
+            "orchestrate": Operation(Role.ADMIN, OrchestrateRequest, self.orchestrate),
             "functions": Operation(Role.ACL, PlainRequest, self.list_functions),
         }
+        reactor.on_request = self.answer_request
 
     def _leader_only(self, handler: Handler) -> Handler:
-        """The reactor's switches and runbooks act only on the leader: a standby's reactor
-        state is not the one in use, so it refuses and names who leads."""
+        """The reactor's switches act on the leader's reactor state: a standby forwards the
+        request to the leader through the shared store and relays its answer."""
 
         async def guarded(caller: Caller, req: Any, write: Write) -> None:
             leader = self.reactor.leader
@@ -170,14 +187,61 @@ class Operations:
                 await handler(caller, req, write)
                 return
             who = leader.term.leader
-            await write(
-                Error(
-                    message=f"this master ({leader.name}) does not lead: "
-                    + (f"ask the leader, {who}" if who else "no master leads right now")
+            if who is None or who == leader.name:
+                await write(
+                    Error(
+                        message=f"this master ({leader.name}) does not lead and "
+                        "no master leads right now: try again when one does"
+                    )
                 )
-            )
+                return
+            try:
+                replies = await forward.ask(
+                    self.store,
+                    self.bus,
+                    asker=leader.name,
+                    op=req.op,
+                    request=req.model_dump(mode="json"),
+                    user=caller.user,
+                    role=caller.role.value,
+                )
+            except forward.NoAnswer as e:
+                await write(Error(message=f"this master ({leader.name}) does not lead: {e}"))
+                return
+            for body in replies:
+                await write(Relayed(type=str(body.get("type", "error")), body=body))
 
         return guarded
+
+    async def answer_request(self, record: EventRecord) -> None:
+        """A standby's forwarded request (``master/forward.py``), done here on the leader by
+        the same handler as a local caller's, as the user who asked on the standby."""
+        rid, data = forward.request_id(record), record.data
+        if rid is None or data.get("op") not in FORWARDED:
+            return
+        if not self.reactor.leader.leading():
+            return  # the next leader replays the request, if anyone still waits for it
+        if not isinstance(data.get("expires"), float | int) or data["expires"] < time.time():
+            log.warning("dropped %s asked on %s: nobody waits for it", data["op"], data.get("from"))
+            return
+        operation = self.table[str(data["op"])]
+        replies: list[dict[str, Any]] = []
+
+        async def collect(reply: Reply) -> None:
+            replies.append(reply.wire())
+
+        try:
+            caller = Caller(user=f"{data['user']}@{data['from']}", role=Role(data["role"]))
+            request = operation.request.model_validate(data["request"])
+        except (KeyError, ValueError) as e:
+            await collect(Error(message=f"bad forwarded request: {e}"))
+        else:
+            if operation.role is Role.ADMIN and caller.role is not Role.ADMIN:
+                await collect(Error(message="permission denied"))
+            else:
+                log.info("%s asked on %s by %s", data["op"], data["from"], data["user"])
+                await operation.handler(caller, request, collect)
+        forward.answer(self.bus, rid, self.reactor.leader.name, replies)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -319,7 +383,7 @@ class Operations:
             self.bus.unsubscribe(sub)
 
     async def fire(self, caller: Caller, req: FireRequest, write: Write) -> None:
-        if req.tag.startswith(("saline/job/", "saline/key/")):
+        if req.tag.startswith(("saline/job/", "saline/key/", "saline/master/")):
             await write(Error(message=f"tag {req.tag!r} is reserved for the master"))
             return
         [event] = self.bus.publish_records([EventRecord(req.tag, req.data, None, 0)])
@@ -329,7 +393,7 @@ class Operations:
     # -- the reactor -----------------------------------------------------------------------
 
     async def reactor_list(self, caller: Caller, req: PlainRequest, write: Write) -> None:
-        state = self.reactor.state
+        state = self.reactor.current_state()
         await write(
             RuleList(
                 paused=state.paused,
@@ -389,15 +453,17 @@ class Operations:
         await write(Message(message=sentence))
 
     async def orchestrate(self, caller: Caller, req: OrchestrateRequest, write: Write) -> None:
-        """``saline orchestrate``: the engine the reactor's orchestrate action uses."""
+        """``saline orchestrate``: the engine the reactor's orchestrate action uses, run on
+        the master asked (each master reaches every minion). Its jobs are an operator's, like
+        ``run``: on a standby they carry no epoch (a leader's are fenced with its own)."""
         runbook = load_runbook(find_runbook(req.runbook, self.runbook_roots))
         problem = runbook.var_problem(req.vars)
         if problem is not None:
             raise RunbookError(problem)
         user = f"orchestrate:{caller.user}"
-        runner = MasterJobRunner(
-            self.jobs, self.inventory, user, Chain(), self.reactor.leader.epoch
-        )
+        leader = self.reactor.leader
+        epoch = leader.epoch if leader.leading() else 0
+        runner = MasterJobRunner(self.jobs, self.inventory, user, Chain(), epoch)
         result = await run_runbook(runbook, runner, vars=req.vars, test=req.test)
         await write(Orchestrated.model_validate(result.model_dump(mode="json")))
 
@@ -405,7 +471,7 @@ class Operations:
 
     async def status(self, caller: Caller, req: PlainRequest, write: Write) -> None:
         keys = self.inventory.keys
-        state = self.reactor.state
+        state = self.reactor.current_state()
         await write(
             Status(
                 online=self.inventory.online_ids(),

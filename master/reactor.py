@@ -16,6 +16,7 @@ from typing import Any
 
 from master.bus import EventBus
 from master.event_feed import StoreFeed
+from master.forward import request_id
 from master.inventory import Inventory
 from master.jobs import JobManager
 from master.leadership import Leader, Solo
@@ -80,6 +81,8 @@ class Reactor:
         )
         self.executor.notify = notifier.action if notifier is not None else None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: answers a standby's forwarded request (``master/forward.py``), on the leader
+        self.on_request: Callable[[EventRecord], Coroutine[Any, Any, None]] | None = None
         #: batches the reactor could not decide on (a store write failed): shown in status
         self.failures = 0
 
@@ -156,6 +159,13 @@ class Reactor:
     def save_state(self) -> None:
         self.store.save_reactor_state(self.state.model_dump(mode="json"), epoch=self._epoch())
 
+    def current_state(self) -> ReactorState:
+        """The reactor state in use: this master's while it leads (or is the only one), else
+        the leader's as last stored (a standby's own copy is stale)."""
+        if self.leader.leading():
+            return self.state
+        return ReactorState.model_validate(self.store.load_reactor_state() or {})
+
     def view(self) -> StaticView:
         return StaticView(
             self.inventory.targets(), set(self.inventory.online_ids()), self.observations.by_minion
@@ -214,6 +224,7 @@ class Reactor:
                     continue
                 if not leading:
                     continue  # took over between the two looks: the replay covers the batch
+                self._answer_requests(batch)
                 decided = self.store.decided_events([r.seq for r in batch if r.seq is not None])
                 self._react_guarded([r for r in batch if r.seq not in decided])
                 self.state.cursor = feed.low
@@ -230,6 +241,13 @@ class Reactor:
         feed.reset(self.state.cursor)
         log.warning("leading at epoch %d: replaying events after seq %d", self._epoch(), feed.low)
         self.resume()
+
+    def _answer_requests(self, batch: list[EventRecord]) -> None:
+        if self.on_request is None:
+            return
+        for record in batch:
+            if request_id(record) is not None:
+                self._spawn(self.on_request(record))
 
     def _step_down(self) -> None:
         log.warning("no longer leading: stopping %d running reaction(s)", len(self._tasks))

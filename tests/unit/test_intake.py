@@ -13,6 +13,13 @@ def test_namespaces() -> None:
     assert not intake.allowed("be1", "minion/be1/../be2/x")
 
 
+def test_masters_requests_never_come_from_a_minion_whatever_the_patterns() -> None:
+    intake = EventIntake(["*"], 10, 10)
+    assert intake.allowed("be1", "saline/master2/x")
+    assert not intake.allowed("be1", "saline/master/request/abc")
+    assert not intake.allowed("be1", "saline/master/answer/abc")
+
+
 def test_one_episode_per_flood() -> None:
     intake = EventIntake(PATTERNS, rate=50, burst=100)
     firsts = 0
