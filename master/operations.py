@@ -56,11 +56,12 @@ from master.client_models import (
     Subscribed,
     Verdict,
 )
+from master.event_feed import StoreFeed
 from master.functions import FunctionIndex
 from master.inventory import Inventory
 from master.jobrunner import MasterJobRunner
 from master.jobs import ActiveJob, JobManager, JobRequest
-from master.leadership import Leader
+from master.leadership import Leader, Solo
 from master.reactor import Reactor
 from master.stats import Refusals
 from master.store.base import Chain, EventRecord, JobFilter, ReactionRecord, Store
@@ -367,6 +368,9 @@ class Operations:
     # -- events ----------------------------------------------------------------------------
 
     async def events(self, caller: Caller, req: EventsRequest, write: Write) -> None:
+        if req.follow and not isinstance(self.reactor.leader, Solo):
+            await self._events_of_every_master(req, write)
+            return
         sub = self.bus.subscribe(req.tag)
         try:
             await write(Subscribed())
@@ -381,6 +385,20 @@ class Operations:
                 await write(_event_message(await sub.queue.get()))
         finally:
             self.bus.unsubscribe(sub)
+
+    async def _events_of_every_master(self, req: EventsRequest, write: Write) -> None:
+        """With several masters each stores its own minions' events: follow the shared
+        store (in seq order, late commits waited for), not this master's bus alone."""
+        feed = StoreFeed(self.store, self.bus)
+        try:
+            feed.reset(req.since if req.since is not None else self.store.last_event_seq())
+            await write(Subscribed())
+            while True:
+                for event in await feed.next():
+                    if fnmatch.fnmatchcase(event.tag, req.tag):
+                        await write(_event_message(event))
+        finally:
+            feed.close()
 
     async def fire(self, caller: Caller, req: FireRequest, write: Write) -> None:
         if req.tag.startswith(("saline/job/", "saline/key/", "saline/master/")):

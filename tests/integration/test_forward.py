@@ -103,3 +103,15 @@ def test_an_operator_cannot_fire_a_masters_request(ha: MastersLab) -> None:
     standby = next(n for n in ha.state["masters"] if n != lead)
     forged = cli(ha, standby, "fire", "saline/master/request/abc")
     assert forged.returncode != 0 and "reserved" in forged.stderr, forged.stderr
+
+
+def test_events_followed_on_one_master_show_those_stored_by_another(ha: MastersLab) -> None:
+    all_back(ha)
+    first, second = sorted(ha.state["masters"])[:2]
+    with ha.client(first, timeout=15) as master:
+        master.send("events", tag="test/fw/seen/*", follow=True)
+        assert master.receive()["type"] == "subscribed"
+        seq = fire(ha, second, "test/fw/seen/one")
+        event = master.receive()
+    assert event["type"] == "event" and event["tag"] == "test/fw/seen/one"
+    assert event["seq"] == seq
