@@ -9,11 +9,15 @@ real PostgreSQL and etcd, two frontends) with the formula's beacons and rules.
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from saline.cli.common import dump
 from saline.lab.lab import DEFAULT_LAB_DIR, Lab, is_masters_lab
+
+if TYPE_CHECKING:
+    from saline.lab.masters import MastersLab
 
 _DIR = click.option(
     "--dir",
@@ -56,9 +60,7 @@ def up(count: int, masters: int, chef_ha: bool, timeout: float, directory: Path 
     """Start a master (or --masters M) and N minions, or the Chef HA lab; wait until all
     are online."""
     path = _dir(directory)
-    if chef_ha and masters > 1:
-        raise click.UsageError("--masters is not for the Chef HA lab")
-    if masters > 1:
+    if masters > 1 and not chef_ha:
         from saline.lab.masters import MastersLab
 
         timings = MastersLab(path).up(count, masters, timeout=timeout)
@@ -70,9 +72,10 @@ def up(count: int, masters: int, chef_ha: bool, timeout: float, directory: Path 
     if chef_ha:
         from saline.lab.chefha.cluster import ChefLab
 
-        timings = ChefLab(path).up(timeout=timeout)
+        timings = ChefLab(path, masters=masters).up(timeout=timeout)
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-        click.echo(f"Chef HA lab up in {path}: {phases}")
+        several = f" ({masters} masters)" if masters > 1 else ""
+        click.echo(f"Chef HA lab up in {path}{several}: {phases}")
         click.echo(f"try:  saline lab status --dir {path}")
         click.echo(f"      saline -c {path / 'master.yaml'} run '*' test.ping")
         return
@@ -167,16 +170,18 @@ def fault(kind: str, node: str | None, directory: Path | None) -> None:
     from saline.lab.chefha import faults
 
     path = _dir(directory)
-    if _is_masters(path):
+    chef, several = _is_chef(path), _is_masters(path)
+    if several:
         from saline.lab.masters import FAULTS, MastersLab
 
         if kind == "list":
-            click.echo("\n".join(FAULTS))
+            click.echo("\n".join([*FAULTS, *(faults.FAULTS if chef else [])]))
             return
-        if node is None:
-            raise click.UsageError("which master? (e.g. saline lab fault master-kill m1)")
-        click.echo(MastersLab(path).fault(kind, node))
-        return
+        if kind in FAULTS or not chef:
+            if node is None:
+                raise click.UsageError("which master? (e.g. saline lab fault master-kill m1)")
+            click.echo(MastersLab(path).fault(kind, node))
+            return
     if kind == "list":
         click.echo("\n".join(faults.FAULTS))
         return
@@ -188,24 +193,41 @@ def fault(kind: str, node: str | None, directory: Path | None) -> None:
 @lab.command()
 @click.option("--out", type=click.Choice(["human", "json"]), default="human")
 @click.option("--keep", is_flag=True, help="leave the lab running afterwards")
+@click.option(
+    "--masters",
+    type=click.IntRange(1, 9),
+    default=1,
+    help="run the cluster's master as M masters; adds a fault whose heal loses its leader",
+)
 @_DIR
-def demo(out: str, keep: bool, directory: Path | None) -> None:
+def demo(out: str, keep: bool, masters: int, directory: Path | None) -> None:
     """Bring up the Chef HA lab, inject the headline faults one by one, watch them heal."""
     from saline.lab.chefha import demo as scenarios
     from saline.lab.chefha.cluster import ChefLab
 
     path = _dir(directory)
-    chef = ChefLab(path)
+    chef = ChefLab(path, masters=masters)
     if not (_is_chef(path) and any(chef.lab.load().running().values())):
         timings = chef.up()
         click.echo(f"Chef HA lab up in {timings['total']:.1f}s ({path})", err=out == "json")
     say = (lambda line: click.echo(line, err=True)) if out == "json" else click.echo
     outcomes = []
+    several = chef.several()
     try:
-        feed = scenarios.EventFeed(chef.lab.client().path)
-        for scenario in scenarios.SCENARIOS:
+        playlist = list(scenarios.SCENARIOS)
+        sock = chef.lab.client().path
+        killer = None
+        if several is not None:  # follow a standby: it outlives the leader the demo kills
+            playlist.append(scenarios.LEADER_KILLED)
+            killer = _LeaderKiller(several)
+            sock = several.client(killer.standby()).path
+        feed = scenarios.EventFeed(sock)
+        for scenario in playlist:
             say(f"{scenario.fault} on {scenario.node}")
-            outcomes.append(scenarios.run_scenario(path, feed, scenario, say))
+            kill = killer.kill if killer is not None else None
+            outcomes.append(scenarios.run_scenario(path, feed, scenario, say, kill))
+            if killer is not None:
+                killer.restart()
     finally:
         if not keep:
             chef.down()
@@ -216,3 +238,32 @@ def demo(out: str, keep: bool, directory: Path | None) -> None:
         click.echo(scenarios.table(outcomes))
     if any(o.healed is None for o in outcomes):
         sys.exit(1)
+
+
+class _LeaderKiller:
+    """Kills the leading master of a lab of several masters, and starts it again."""
+
+    def __init__(self, several: "MastersLab") -> None:
+        self.several = several
+        self.killed: str | None = None
+
+    def leader(self) -> str:
+        found = [m["name"] for m in self.several.status()["masters"] if m["leader"]]
+        if len(found) != 1:
+            raise click.ClickException(f"expected one leading master, found {found or 'none'}")
+        return str(found[0])
+
+    def standby(self) -> str:
+        leader = self.leader()
+        names: list[str] = list(self.several.state["masters"])
+        return next(name for name in names if name != leader)
+
+    def kill(self) -> str:
+        self.killed = self.leader()
+        return self.several.fault("master-kill", self.killed)
+
+    def restart(self) -> None:
+        if self.killed is not None:
+            self.several.fault("master-start", self.killed)
+            self.several.wait_ready(60)
+            self.killed = None

@@ -103,9 +103,18 @@ class MastersLab:
 
     # -- up ----------------------------------------------------------------------------------
 
-    def up(self, minions: int, masters: int = 3, timeout: float = 60.0) -> dict[str, float]:
+    def up(
+        self,
+        minions: int,
+        masters: int = 3,
+        timeout: float = 60.0,
+        per_minion: Callable[[str], dict[str, Any]] | None = None,
+        extra_master: dict[str, Any] | None = None,
+    ) -> dict[str, float]:
         """Start etcd, PostgreSQL, proxies, masters and minions; wait until every master sees
         every minion and (when masters report leadership) one of them leads.
+        ``per_minion(id)`` adds to one minion's config, ``extra_master`` to every master's
+        (the Chef HA lab's formula).
 
         :returns: seconds per phase, and ``total``.
         """
@@ -130,13 +139,16 @@ class MastersLab:
             port, ports = ports[0], ports[1:]
             listen, ports = ports[: len(members)], ports[len(members) :]
             proxies[name] = etcd.proxy(d, name, listen, members)
-            extra = master_settings(name, Path(store["dsn_file"]), proxies[name]["endpoints"])
+            extra = {
+                **(extra_master or {}),
+                **master_settings(name, Path(store["dsn_file"]), proxies[name]["endpoints"]),
+            }
             specs.append(
                 MasterSpec(
                     name, d / "masters" / name, d / "masters" / name / "master.yaml", port, extra
                 )
             )
-        self.lab.write_layout(minions, specs[0].port, None, masters=specs)
+        self.lab.write_layout(minions, specs[0].port, None, per_minion, masters=specs)
         d.chmod(0o711)  # the postgres user must reach DIR/store-pg; listings stay private
         _check_traversable(d)
         self.state["services"] = {

@@ -7,6 +7,7 @@ files. Every node is a saline minion with its own address, root directory and gr
 shipped Chef HA rules, runbooks and state tree.
 """
 
+import functools
 import os
 import secrets
 import shutil
@@ -15,14 +16,17 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from saline.lab import processes
 from saline.lab.chefha import health, layout, pg, procs
 from saline.lab.chefha.state import BACKENDS, FRONTENDS, ChefLabError, load, save
-from saline.lab.lab import Lab, LabError
+from saline.lab.lab import Lab, LabError, is_masters_lab
+
+if TYPE_CHECKING:
+    from saline.lab.masters import MastersLab
 
 DEFAULT_SUBNET = "127.0.1"
 
@@ -82,12 +86,23 @@ def _check_ports_free(backends: list[str]) -> None:
 
 
 class ChefLab:
-    """The Chef HA lab in ``directory``: up, status, down."""
+    """The Chef HA lab in ``directory``: up, status, down. With ``masters`` > 1 its master
+    is a lab of several masters (``saline.lab.masters``: PostgreSQL store, leader etcd)."""
 
-    def __init__(self, directory: Path, subnet: str = DEFAULT_SUBNET) -> None:
+    def __init__(self, directory: Path, subnet: str = DEFAULT_SUBNET, masters: int = 1) -> None:
         self.directory = directory
         self.subnet = subnet
+        self.masters = masters
         self.lab = Lab(directory)
+
+    def several(self) -> "MastersLab | None":
+        """The lab of several masters this lab runs on, if it does (up asked for it, or the
+        lab on disk is one)."""
+        from saline.lab.masters import MastersLab  # it imports this module
+
+        if self.masters > 1 or is_masters_lab(self.directory):
+            return MastersLab(self.directory)
+        return None
 
     # -- up ----------------------------------------------------------------------------------
 
@@ -110,12 +125,26 @@ class ChefLab:
             save(self.directory, data)
             self._write_pillar(data)
             mark = time.monotonic()
-            self.lab.up(
-                len(BACKENDS) + len(FRONTENDS),
-                timeout=timeout,
-                per_minion=lambda minion_id: self._minion_config(data, minion_id),
-                extra_master=self._master_config(data),
-            )
+            several = self.several()
+            count = len(BACKENDS) + len(FRONTENDS)
+            per_minion = functools.partial(self._minion_config, data)
+            if several is not None:
+                phases = several.up(
+                    count,
+                    self.masters,
+                    timeout=timeout,
+                    per_minion=per_minion,
+                    extra_master=self._master_config(data),
+                )
+                timings["masters' etcd and store"] = phases["total"] - phases["masters and minions"]
+                self.lab.load()
+            else:
+                self.lab.up(
+                    count,
+                    timeout=timeout,
+                    per_minion=per_minion,
+                    extra_master=self._master_config(data),
+                )
             self.directory.chmod(0o711)  # Lab keeps its dir 0700; postgres must traverse it
             timings["minions"] = time.monotonic() - mark
         except BaseException:
@@ -366,14 +395,18 @@ class ChefLab:
 
     def down(self) -> list[str]:
         stopped: list[str] = []
-        if self.lab.state_file.exists():
+        several = self.several()
+        if several is not None and self.lab.state_file.exists():
+            stopped = several.down()
+        elif self.lab.state_file.exists():
             stopped = self.lab.down()
         self.stop_services()
         processes.reap()
         return stopped
 
     def status(self) -> dict[str, Any]:
-        report = self.lab.status()
+        several = self.several()
+        report = several.status() if several is not None else self.lab.status()
         data = load(self.directory)
         nodes: dict[str, Any] = {}
         for name, node in data["nodes"].items():

@@ -42,6 +42,8 @@ class Scenario:
     #: tag glob of the event that shows it healed
     good_glob: str
     deadline: float = 90.0
+    #: kill the leading master as soon as the first remediation job is sent (several masters)
+    kill_leader: bool = False
 
     @property
     def bad(self) -> str:
@@ -69,6 +71,12 @@ SCENARIOS = (
              "saline/reactor/chef-backend-secrets-mode/finished"),
 )  # fmt: skip
 
+#: with several masters: the leader dies mid-heal, the next leader finishes the runbook
+LEADER_KILLED = Scenario(
+    "pg-stop", "be2", _PG + "down", "saline/reactor/chef-pg-follower-down/finished",
+    kill_leader=True,
+)  # fmt: skip
+
 
 @dataclass
 class Outcome:
@@ -80,13 +88,16 @@ class Outcome:
     healed: float | None = None
     rule: str | None = None
     ran: list[str] = field(default_factory=list)
+    #: when the leading master was killed (``kill_leader``)
+    killed: float | None = None
 
     def row(self) -> dict[str, Any]:
         def rel(t: float | None) -> str:
             return "-" if t is None else f"+{t - self.injected:.1f}s"
 
+        killed = f", leader killed {rel(self.killed)}" if self.scenario.kill_leader else ""
         return {
-            "fault": f"{self.scenario.fault} {self.scenario.node}",
+            "fault": f"{self.scenario.fault} {self.scenario.node}{killed}",
             "injected": time.strftime("%H:%M:%S", time.localtime(self.injected)),
             "detected": rel(self.detected),
             "remediation": rel(self.started),
@@ -125,8 +136,14 @@ class EventFeed:
 
 
 def run_scenario(
-    lab_dir: Path, feed: EventFeed, scenario: Scenario, say: Callable[[str], None]
+    lab_dir: Path,
+    feed: EventFeed,
+    scenario: Scenario,
+    say: Callable[[str], None],
+    kill_leader: Callable[[], str] | None = None,
 ) -> Outcome:
+    """Inject the scenario's fault and follow the events until it healed or its deadline;
+    ``kill_leader`` (several masters) is called once the first remediation job is sent."""
     outcome = Outcome(scenario)
     feed.drain()
     outcome.injected = time.time()
@@ -146,12 +163,18 @@ def run_scenario(
             outcome.rule = outcome.rule or tag.split("/")[2]
             outcome.started = outcome.started or at
             say(f"  {offset} fired     {tag.split('/')[2]}")
+        elif tag.startswith("saline/reactor/") and tag.endswith(("/failed", "/escalated")):
+            why = event["data"].get("reason")
+            say(f"  {offset} {tag.split('/')[-1]:9} {tag.split('/')[2]}: {why}")
         elif tag.startswith("saline/job/") and tag.endswith("/new"):
             data = event["data"]
             user, fun = str(data.get("user", "")), str(data.get("fun"))
             if user.startswith("reactor:") and fun not in _CHECKS:
                 outcome.ran.append(fun)
                 say(f"  {offset} ran       {fun} on {', '.join(data.get('minions', []))}")
+                if scenario.kill_leader and kill_leader is not None and outcome.killed is None:
+                    outcome.killed = time.time()
+                    say(f"  +{outcome.killed - outcome.injected:5.1f}s {kill_leader()}")
         elif outcome.detected is not None and fnmatch.fnmatchcase(tag, scenario.good):
             outcome.healed = at
             say(f"  {offset} healed    {tag}")
