@@ -339,6 +339,8 @@ class Status(Result):
     tasks: dict[str, Any]
     reactor: ReactorStatus
     leadership: LeadershipStatus
+    #: each returner: queued (on disk), shipped, dropped, last_error
+    returners: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Functions(Result):

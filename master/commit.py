@@ -6,6 +6,7 @@ store's (jid, minion) and event-id keys make a resend harmless.
 
 import logging
 import time
+from collections.abc import Callable
 
 from master.bus import EventBus
 from master.drift import bounded, drift_of
@@ -15,7 +16,7 @@ from master.jobs import JobManager
 from master.metrics import MasterMetrics
 from master.minion_socket import MinionSocket
 from master.stats import Refusals
-from master.store.base import EventRecord, Store
+from master.store.base import EventRecord, ReturnRecord, Store
 from saline.protocol import Ack
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Committer:
         self.socket = socket
         self.refusals = refusals
         self.max_event_bytes = max_event_bytes
+        #: takes the fresh returns of each stored batch (the returners' pump), if set
+        self.on_returns: Callable[[list[ReturnRecord]], None] | None = None
 
     def commit(self, batch: Batch) -> None:
         """Store and announce the batch, then acknowledge it. Never raises: what could not
@@ -61,6 +64,8 @@ class Committer:
         self.metrics.returns_received.inc(len(records))
         self.metrics.events_received.inc(len(batch.events))
         fresh = [r for r, is_new in zip(records, new, strict=True) if is_new]
+        if self.on_returns is not None:
+            self.on_returns(fresh)
         now = time.time()
         outgoing = []
         for record in fresh:

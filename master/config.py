@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from master.notify_config import NOTIFY_ON, NotifyOn, NotifyTargets
+from master.returners.config import ReturnerConfigs
 from saline.api import DEFAULT_MASTER_CONFIG, DEFAULT_SOCK_DIR, SOCKET_NAME
 from saline.config import load_yaml_model, resolve_config_path
 from saline.durations import Duration
@@ -125,6 +126,9 @@ class MasterConfig(BaseModel):
     notify: NotifyTargets = Field(default_factory=list)
     #: which of the reactor's audit events notify every target
     notify_on: NotifyOn = Field(default_factory=lambda: [*NOTIFY_ON])
+    #: where job returns, events and reaction decisions are also kept (Elasticsearch,
+    #: PostgreSQL, plugins), each through an on-disk queue: see master/returners/
+    returners: ReturnerConfigs = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _leadership_needs_a_shared_store(self) -> "MasterConfig":
@@ -136,6 +140,14 @@ class MasterConfig(BaseModel):
                 "etcd_endpoints: several masters must share one store; set store to a"
                 " postgresql:// URL or the path of a file holding one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _returner_names_unique(self) -> "MasterConfig":
+        names = [r.name for r in self.returners]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"returners: name {twice[0]!r} is used twice (each has its queue)")
         return self
 
     @property

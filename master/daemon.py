@@ -31,6 +31,10 @@ from master.presence import Presence
 from master.ratelimit import RateLimiter
 from master.reactor import Reactor
 from master.retention import Keep, Retention
+from master.returners.config import ReturnerConfig
+from master.returners.pump import Pump, Worker
+from master.returners.queue import DiskQueue
+from master.returners.registry import build
 from master.scheduler import Enforcer
 from master.stats import Refusals
 from master.store.open import open_store
@@ -177,6 +181,11 @@ class Master:
         )
         self.enforcer = Enforcer(config.schedule, self.jobs, self.leader)
         #: jobs, events and reactions past their keep setting, pruned in small batches
+        self.pump = Pump(
+            [_worker(c, config.data_dir, self.metrics) for c in config.returners], self.bus
+        )
+        self.committer.on_returns = self.pump.offer
+        self.operations.returners = self.pump.status
         self.retention = Retention(self.store, Keep.of(config), lambda: self.jobs.active)
         #: gauges read from the parts when scraped
         self.metrics_state = StateCollector(
@@ -279,6 +288,8 @@ class Master:
         supervisor.start("retention", self.retention.run)
         if config.notify:
             supervisor.start("notify", self.notifier.run)
+        if self.pump.workers:
+            supervisor.start("returners", self.pump.run)
         if self.metrics_server is not None:
             self.metrics_server.start()  # a taken address stops the start
             log.info("metrics at http://%s/metrics", config.metrics_listen)
@@ -320,6 +331,7 @@ class Master:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.reactor.stop()
+        await asyncio.to_thread(self.pump.close)
         await self.api.stop()
         self.socket.close()
         if self._zap is not None:
@@ -327,6 +339,12 @@ class Master:
         if self._ctx is not None:
             self._ctx.term()
         self.store.close()
+
+
+def _worker(config: ReturnerConfig, data_dir: Path, metrics: MasterMetrics) -> Worker:
+    """One configured returner with its queue file (a bad setting stops the start)."""
+    disk = DiskQueue(Pump.queue_path(data_dir, config.name), config.queue_max)
+    return Worker(build(config), disk, frozenset(config.what), config.batch, metrics)
 
 
 def run_master(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from master.bus import EventBus
@@ -108,6 +108,32 @@ class MasterMetrics:
             "Seconds one batch write to the store took, by what it wrote.",
             ["kind"],
             buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.returner_shipped = Counter(
+            "saline_returner_shipped",
+            "Documents a returner stored at its destination, by returner and kind "
+            "(events, returns, reactions).",
+            ["returner", "kind"],
+            registry=r,
+        )
+        self.returner_dropped = Counter(
+            "saline_returner_dropped",
+            "Documents a returner gave up, by returner and reason (queue_full: the on-disk "
+            "queue was at its bound; refused: the destination will never take it).",
+            ["returner", "reason"],
+            registry=r,
+        )
+        self.returner_queued = Gauge(
+            "saline_returner_queued",
+            "Documents waiting in a returner's on-disk queue.",
+            ["returner"],
+            registry=r,
+        )
+        self.returner_failures = Counter(
+            "saline_returner_failures",
+            "Batches a returner could not ship (destination down or failing); retried.",
+            ["returner"],
             registry=r,
         )
 

@@ -145,6 +145,8 @@ class Operations:
         self.reactor = reactor
         self.refusals = refusals
         self.supervisor = supervisor
+        #: each returner's counters, for status (the daemon sets it when returners exist)
+        self.returners: Callable[[], dict[str, dict[str, Any]]] = dict
         #: jobs run with ``--async``: supervised here, no client waiting
         self._background: set[asyncio.Task[Done]] = set()
         self.table: dict[str, Operation] = {
@@ -505,6 +507,7 @@ class Operations:
                     awaiting_approval=sorted(state.awaiting),
                 ),
                 leadership=_leadership(self.reactor.leader),
+                returners=self.returners(),
             )
         )
 

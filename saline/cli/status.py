@@ -38,6 +38,12 @@ def status(ctx: click.Context, out: str) -> None:
     for minion, beacons in sorted(result["observations"].items()):
         states = ", ".join(f"{b}={s}" for b, s in sorted(beacons.items()))
         click.echo(f"  {minion}: {states}")
+    for name, ret in sorted(result.get("returners", {}).items()):
+        trouble = f", failing: {ret['last_error']}" if ret.get("last_error") else ""
+        click.echo(
+            f"returner {name}: {ret['queued']} queued, {ret['shipped']} shipped, "
+            f"{ret['dropped']} dropped{trouble}"
+        )
     refusals = result["refusals"]
     if refusals:
         click.echo("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(refusals.items())))

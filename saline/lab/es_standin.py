@@ -1,7 +1,9 @@
 """A stand-in Elasticsearch for the lab and the tests: the health API paths, a shard model.
 
 It speaks the real HTTP paths saline's Elasticsearch checks use (``/``, ``/_cluster/health``,
-``/_cat/shards``, ``/_cluster/allocation/explain``, ``/_cluster/reroute``) over a mutable
+``/_cat/shards``, ``/_cluster/allocation/explain``, ``/_cluster/reroute``), and the document
+APIs the returner uses (``_bulk``, ``_index_template``, ``_doc``, ``_count``: see
+:mod:`saline.lab.es_documents`), over a mutable
 model of nodes and shard copies. It never allocates a shard on its own: after a fault, only
 ``POST /_cluster/reroute`` assigns shards again, as an operator (or a saline reactor) must.
 
@@ -20,8 +22,10 @@ changes, so another process (``saline lab fault``) can inject faults.
 """
 
 import argparse
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from saline.lab.es_documents import Documents
 
 STATUS_RANK = {"red": 0, "yellow": 1, "green": 2}
 _COMPAT_RE = re.compile(r"compatible-with=(\d+)")
@@ -95,6 +101,10 @@ class EsStandin:
         self._state_seen: tuple[int, int] | None = None
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
+        #: what returners wrote (``_bulk``, index templates): kept across stop and start
+        self.documents = Documents()
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
         self.set_health("green")
 
     # -- the model -------------------------------------------------------------------------
@@ -289,11 +299,17 @@ class EsStandin:
         return str(bound_host), int(bound_port)
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving: close the listening socket and every open connection (a client's
+        keep-alive connection must not outlive the server, as with a real one going down)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._conns_lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def info(self) -> dict[str, Any]:
         """The ``GET /`` body."""
@@ -317,14 +333,28 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the tests and the lab log elsewhere."""
 
+    def setup(self) -> None:
+        super().setup()
+        with self.standin._conns_lock:
+            self.standin._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.standin._conns_lock:
+            self.standin._conns.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         es = self.standin
@@ -343,17 +373,38 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_cat/shards" and method == "GET":
             self._send(200, es.cat_shards())
         elif path == "/_cluster/allocation/explain":
-            body = es.explain()
-            if body is None:
+            explained = es.explain()
+            if explained is None:
                 self._send(400, _error("illegal_argument_exception", _NO_UNASSIGNED, 400))
             else:
-                self._send(200, body)
+                self._send(200, explained)
         elif path == "/_cluster/reroute" and method == "POST":
             es.reroute(retry_failed=query.get("retry_failed") in ("", "true"))
             self._send(200, {"acknowledged": True})
-        else:
+        elif not self._documents(method, path, body):
             reason = f"no handler found for uri [{url.path}] and method [{method}]"
             self._send(400, _error("illegal_argument_exception", reason, 400))
+
+    def _documents(self, method: str, path: str, body: bytes) -> bool:
+        """The document APIs a returner uses; False when ``path`` is none of them."""
+        docs = self.standin.documents
+        parts = path.strip("/").split("/")
+        if path == "/_bulk" and method in ("POST", "PUT"):
+            self._send(*docs.bulk(body))
+        elif len(parts) == 2 and parts[0] == "_index_template" and method == "PUT":
+            try:
+                template = json.loads(body or b"{}")
+            except ValueError as e:
+                self._send(400, _error("x_content_parse_exception", str(e), 400))
+                return True
+            self._send(*docs.put_template(parts[1], template))
+        elif len(parts) == 3 and parts[1] == "_doc" and method == "GET":
+            self._send(*docs.get(parts[0], parts[2]))
+        elif len(parts) == 2 and parts[1] == "_count" and method in ("GET", "POST"):
+            self._send(*docs.count(parts[0]))
+        else:
+            return False
+        return True
 
     def _health(self, query: dict[str, str]) -> None:
         wanted = query.get("wait_for_status")

@@ -29,7 +29,6 @@ from saline.client import MasterClient
 from saline.errors import ClientError
 from saline.lab import etcd, store_pg
 from saline.lab.chefha import pg, procs
-from saline.lab.chefha.cluster import _check_traversable
 from saline.lab.lab import Lab, LabError, MasterSpec
 from saline.lab.processes import alive, reap, saline_argv, spawn
 
@@ -150,7 +149,7 @@ class MastersLab:
             )
         self.lab.write_layout(minions, specs[0].port, None, per_minion, masters=specs)
         d.chmod(0o711)  # the postgres user must reach DIR/store-pg; listings stay private
-        _check_traversable(d)
+        pg.check_traversable(d)
         self.state["services"] = {
             **{f"leader-etcd-{n}": svc for n, svc in members.items()},
             **{f"etcd-proxy-{n}": svc for n, svc in proxies.items()},

@@ -8,7 +8,6 @@ shipped Chef HA rules, runbooks and state tree.
 """
 
 import functools
-import os
 import secrets
 import shutil
 import socket
@@ -45,18 +44,6 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def _check_traversable(directory: Path) -> None:
-    """PostgreSQL runs as ``postgres``: every directory above the lab must let it through."""
-    if os.geteuid() != 0:
-        return
-    for parent in directory.parents:
-        if not parent.stat().st_mode & 0o001:
-            raise ChefLabError(
-                f"{parent} is not searchable by others (mode {parent.stat().st_mode & 0o777:o}): "
-                f"the postgres user cannot reach {directory}; choose another --dir"
-            )
 
 
 def _check_ports_free(backends: list[str]) -> None:
@@ -158,7 +145,7 @@ class ChefLab:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)  # postgres must traverse to its data dirs; listings stay private
-        _check_traversable(d)
+        pg.check_traversable(d)
         addresses = layout.addresses(self.subnet)
         _check_ports_free([addresses[b] for b in BACKENDS])
         shutil.rmtree(d / "nodes", ignore_errors=True)

@@ -213,3 +213,15 @@ def follow(
     info = conninfo(leader[0], leader[1], secrets["repl_password"], name)
     query(address, svc, secrets["password"], "ALTER SYSTEM SET primary_conninfo = %s", (info,))
     query(address, svc, secrets["password"], "SELECT pg_reload_conf()")
+
+
+def check_traversable(directory: Path) -> None:
+    """PostgreSQL runs as ``postgres``: every directory above the lab must let it through."""
+    if os.geteuid() != 0:
+        return
+    for parent in directory.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise ChefLabError(
+                f"{parent} is not searchable by others (mode {parent.stat().st_mode & 0o777:o}): "
+                f"the postgres user cannot reach {directory}; choose another --dir"
+            )

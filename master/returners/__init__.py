@@ -1,0 +1,1 @@
+"""Returners: the master's documents kept elsewhere (Elasticsearch, PostgreSQL, plugins)."""
