@@ -56,6 +56,9 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delay = 0.0
+        #: documents handed over and not yet on disk (counted under the lock)
+        self._handed = 0
+        self._handed_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the thread (again, after :meth:`stop`: the pump's task may be restarted)."""
@@ -69,14 +72,17 @@ class Worker:
         wanted = [d for d in docs if d.kind in self.kinds]
         if not wanted:
             return
-        try:
-            self.handoff.put_nowait(wanted)
-        except queue.Full:
-            self._dropped(len(wanted), "queue_full")
+        with self._handed_lock:
+            try:
+                self.handoff.put_nowait(wanted)
+            except queue.Full:
+                self._dropped(len(wanted), "queue_full")
+                return
+            self._handed += len(wanted)
 
     def status(self) -> dict[str, Any]:
         return {
-            "queued": self.disk.depth + self.handoff.qsize(),
+            "queued": self.disk.depth + self._handed,
             "shipped": self.shipped,
             "dropped": self.dropped,
             "last_error": self.last_error,
@@ -105,7 +111,10 @@ class Worker:
                 batches.append(self.handoff.get_nowait())
         if batches:
             docs = [d for b in batches for d in b]
-            self._dropped(self.disk.put(docs), "queue_full")
+            dropped = self.disk.put(docs)
+            with self._handed_lock:
+                self._handed -= len(docs)
+            self._dropped(dropped, "queue_full")
         self.metrics.returner_queued.labels(self.name).set(self.disk.depth)
 
     def _run(self) -> None:
