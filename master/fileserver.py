@@ -53,12 +53,14 @@ class FileServer:
         for root in self.roots:
             candidate = root / relative
             try:
+                # judged before existence: a missing file outside the root is refused too, so
+                # the answer never tells a peer what exists outside the roots
+                if not candidate.resolve().is_relative_to(root):
+                    raise FileServerError(f"refused path {path!r}: it leads outside its root")
                 if not candidate.is_file():
                     continue
             except OSError:  # a name too long, a loop of symlinks...: nothing to serve
                 continue
-            if not candidate.resolve().is_relative_to(root):
-                raise FileServerError(f"refused path {path!r}: a symlink leads outside its root")
             return candidate
         raise FileMissing(f"no such file saline://{relative}")
 

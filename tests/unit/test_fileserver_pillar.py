@@ -38,8 +38,22 @@ def test_escapes_are_refused(roots: Path, path: str) -> None:
 
 
 def test_symlink_out_of_the_root_is_refused(roots: Path) -> None:
-    with pytest.raises(FileServerError, match="symlink"):
+    with pytest.raises(FileServerError, match="leads outside its root"):
         FileServer([roots]).get("leak")
+
+
+@pytest.mark.parametrize("target", ["secret.txt", "no-such-file.txt"])
+def test_outside_the_roots_is_refused_whether_or_not_it_exists(
+    roots: Path, tmp_path: Path, target: str
+) -> None:
+    """Refused, never "no such file": the answer must not tell what exists outside. Holds
+    without the ``..`` check of clean_path too (the resolved path is judged)."""
+    os.symlink(tmp_path, roots / "up")  # a directory link out of the root
+    server = FileServer([roots])
+    for path in (f"up/{target}", f"chef/../../{target}"):
+        with pytest.raises(FileServerError, match="refused") as caught:
+            server.get(path)
+        assert "no such file" not in str(caught.value)
 
 
 def test_serves_with_hash_and_searches_roots_in_order(roots: Path, tmp_path: Path) -> None:
