@@ -40,7 +40,8 @@ def wait(condition: Any, timeout: float, what: str) -> Any:
 
 
 def leader(lab: MastersLab) -> str | None:
-    for name in lab.state["masters"]:
+    names: list[str] = list(lab.state["masters"])
+    for name in names:
         reply = lab.ask(name)
         if reply and (reply.get("leadership") or {}).get("leading"):
             return name

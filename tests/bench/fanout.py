@@ -1,12 +1,19 @@
 """Fan-out benchmark: a real master, N simulated minions speaking the real protocol.
 
-    python tests/bench/fanout.py --minions 1000 [--runs 10] [--procs 2] --json OUT.json
+    python tests/bench/fanout.py --minions 1000 [--runs 10] [--procs 2]
+        [--store sqlite,postgresql] --json OUT.json
 
 Simulated minions are CURVE DEALER sockets (P worker processes, N/P sockets each, one
 epoll loop per worker) that say hello, send heartbeats and answer test.ping at once.
 Each run times the client API ``run`` op from request to ``done``. Workers stamp each
 job (first/last receipt, last return sent) with the system-wide monotonic clock, so the
 report splits a run into master dispatch, minion side and master collection.
+
+Every store of ``--store`` (both by default) gets its own master, simulators and runs, one
+after the other; on PostgreSQL the master's ``store:`` names a new database of a real
+server started by the masters lab's helper (see ``pgstore.py``). The report and the JSON
+have one section per store; on PostgreSQL also the server's CPU (``cpu_pct_pg_server``, all
+its backends, % of one core). Target: p50 < 1 s for 1,000 minions on either store.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from pgstore import PgServer, add_store_option, cpu_s, pg_server
 from sim_minions import Ident, raise_nofile, worker
 
 from saline.client import MasterClient
@@ -38,7 +47,7 @@ from saline.lab.processes import saline_argv, spawn, stop
 from saline.transport import tcp_address
 
 CPU_NAMES = ("master_main", "master_zmq_threads", "simulators", "machine_busy", "master_main_runq")
-TIMELINE = ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s")
+TIMELINE: tuple[str, ...] = ("job_msg_s", "sent_msg_s", "minion_first_recv_s", "minion_last_recv_s")
 TIMELINE += ("minion_last_sent_s", "first_ret_s", "last_ret_s")
 
 
@@ -63,7 +72,9 @@ def cpu_now(master: int, workers: list[int]) -> list[float]:
     return [c / tick for c in cpu] + [(sum(total) - total[3] - total[4]) / tick, wait_ns / 1e9]
 
 
-def write_master(tmp: Path, ids: list[str]) -> tuple[Path, int, KeyPair, list[Ident]]:
+def write_master(
+    tmp: Path, ids: list[str], store: str = "sqlite"
+) -> tuple[Path, int, KeyPair, list[Ident]]:
     pki = tmp / "pki"
     master_keys = load_or_create_keypair(pki, "master")
     KeyRing(pki)  # lays out minions/, minions_pre/, minions_rejected/
@@ -76,11 +87,12 @@ def write_master(tmp: Path, ids: list[str]) -> tuple[Path, int, KeyPair, list[Id
     path.write_text(  # sock_dir: the client socket path must stay under ~100 characters
         f"interface: 127.0.0.1\nport: {port}\npki_dir: {pki}\ndata_dir: {tmp}/data\n"
         f"sock_dir: {tmp}/s\nlog_file: {tmp}/master.log\npresence_timeout: 30\njob_timeout: 30\n"
+        f"store: {json.dumps(store)}\n"
     )
     return path, port, master_keys, idents
 
 
-def wait_online(sock: Path, n: int, timeout: float, procs: list[BaseProcess]) -> float:
+def wait_online(sock: Path, n: int, timeout: float, procs: Sequence[BaseProcess]) -> float:
     """Seconds until ``status`` reports at least ``n`` online (polled at most 4x a second:
     the status op itself is O(keys) on the master)."""
     started = time.monotonic()
@@ -122,7 +134,7 @@ Results = list[dict[str, Any]]
 
 
 def measure(
-    a: argparse.Namespace, pid: int, sock: Path, workers: list[BaseProcess]
+    a: argparse.Namespace, pid: int, sock: Path, workers: Sequence[BaseProcess], pg_pid: int | None
 ) -> tuple[dict[str, Any], Results]:
     out: dict[str, Any] = {"minions": a.minions, "runs": a.runs, "procs": a.procs}
     wait_online(sock, 0, 30, [])
@@ -138,9 +150,12 @@ def measure(
     print(f"all online after {out['online_s']:.2f}s; status op {out['status_op_s']:.3f}s")
     out["warmup_s"] = [one_run(sock, a.timeout)["s"] for _ in range(a.warmup)]
     wpids = [w.pid or 0 for w in workers]
+    pg0 = 0.0 if pg_pid is None else cpu_s(pg_pid)
     cpu0, wall0 = cpu_now(pid, wpids), time.monotonic()
     results = [one_run(sock, a.timeout) for _ in range(a.runs)]
     cpu1, wall = cpu_now(pid, wpids), time.monotonic() - wall0
+    if pg_pid is not None:
+        out["cpu_pct_pg_server"] = 100 * (cpu_s(pg_pid) - pg0) / wall
     for name, before, after in zip(CPU_NAMES, cpu0, cpu1, strict=True):
         out[f"cpu_pct_{name}"] = 100 * (after - before) / wall  # % of one core
     # robust to a busy machine: master main-thread CPU per minion per job
@@ -150,6 +165,7 @@ def measure(
 
 
 def report(out: dict[str, Any], results: Results, sims: list[Any]) -> None:
+    """Add the figures of ``results`` to ``out`` (not printed: see ``print_table``)."""
     for r in results:  # minion-side stamps, relative to the request
         stamps = [tl[r["jid"]] for _, tl in sims if r["jid"] in tl]
         r["minion_first_recv_s"] = min(s[0] for s in stamps) - r["t0"]
@@ -170,25 +186,34 @@ def report(out: dict[str, Any], results: Results, sims: list[Any]) -> None:
     }
     for key in TIMELINE:
         out[f"timeline_p50_{key}"] = statistics.median(r.get(key, math.nan) for r in results)
-    for key, value in out.items():
-        if key not in ("returned_per_run", "simulators"):
-            print(f"{key:36} {value:.3f}" if isinstance(value, float) else f"{key:36} {value}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minions", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=30.0, help="job timeout, s")
-    ap.add_argument("--json", type=Path)
-    a = ap.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    raise_nofile()  # the master and the workers inherit the raised limit
+def print_table(out: dict[str, Any], stores: list[str]) -> None:
+    """One row per figure, one column per store."""
+    skip = ("returned_per_run", "simulators")
+    keys = [k for k in dict.fromkeys(k for s in stores for k in out[s]) if k not in skip]
+    print(f"{'':36}" + "".join(f"{s:>12}" for s in stores))
+    for key in keys:
+        cells = [out[s].get(key, "-") for s in stores]
+        print(
+            f"{key:36}"
+            + "".join(
+                f"{c:12.3f}"
+                if isinstance(c, float)
+                else f"{len(c):>12}"
+                if isinstance(c, list)
+                else f"{c!s:>12}"
+                for c in cells
+            )
+        )
+
+
+def run_store(a: argparse.Namespace, pg: PgServer | None) -> dict[str, Any]:
+    """One master on SQLite or (``pg``) on a new database of that server: its figures."""
     tmp = Path(tempfile.mkdtemp(prefix="slb-"))
-    cfg, port, master_keys, idents = write_master(tmp, [f"sim{i:05d}" for i in range(a.minions)])
+    store = "sqlite" if pg is None else str(pg.database())
+    ids = [f"sim{i:05d}" for i in range(a.minions)]
+    cfg, port, master_keys, idents = write_master(tmp, ids, store)
     address = tcp_address("127.0.0.1", port)
     mpc = mp.get_context("spawn")
     stop_ev, results_q = mpc.Event(), mpc.Queue()
@@ -200,7 +225,9 @@ def main() -> None:
     pid = spawn(saline_argv(cfg, "master"), tmp / "master.out")
     ok, sims = False, []
     try:
-        out, results = measure(a, pid, tmp / "s" / "client.sock", workers)
+        out, results = measure(
+            a, pid, tmp / "s" / "client.sock", workers, None if pg is None else pg.pid
+        )
         ok = True
     finally:
         stop_ev.set()
@@ -216,6 +243,47 @@ def main() -> None:
         else:
             print(f"failed; master logs kept in {tmp}", file=sys.stderr)
     report(out, results, sims)
+    return out
+
+
+SUMMARY: tuple[str, ...] = (
+    "p50_s",
+    "p99_s",
+    "max_s",
+    "all_returned",
+    "master_rss_mb",
+    "cpu_pct_master_main",
+)
+SUMMARY += ("master_cpu_us_per_minion_job", "cpu_pct_pg_server")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minions", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=30.0, help="job timeout, s")
+    add_store_option(ap)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise_nofile()  # the master and the workers inherit the raised limit
+    out: dict[str, Any] = {"stores": a.store}
+    for store in a.store:
+        print(f"--- {store}", flush=True)
+        if store == "sqlite":
+            out[store] = run_store(a, None)
+        else:
+            with pg_server() as pg:
+                out[store] = run_store(a, pg)
+    print_table(out, a.store)
+    print(f"--- summary{'':25}" + "".join(f"{store:>12}" for store in a.store))
+    for key in SUMMARY:
+        cells = [out[store].get(key, "-") for store in a.store]
+        line = "".join(f"{c:12.3f}" if isinstance(c, float) else f"{c!s:>12}" for c in cells)
+        print(f"{key:36}{line}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
 
