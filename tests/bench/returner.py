@@ -11,7 +11,6 @@
 
 import argparse
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,7 @@ from master.returners.pump import Worker
 from master.returners.queue import DiskQueue
 from master.store.base import EventRecord
 from saline.lab.es_standin import EsStandin
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from saline.lab.lab import free_port
 
 
 def docs(count: int, start: int) -> list[Doc]:

@@ -3,6 +3,7 @@ reaction in flight completes through the next leader without its job sent twice,
 storm is stored and decided once per event, and a paused leader that wakes up acts no more.
 """
 
+import contextlib
 import shutil
 import tempfile
 import textwrap
@@ -29,19 +30,26 @@ RULES = """\
 """
 
 
-@pytest.fixture(scope="module")
-def ha() -> Iterator[MastersLab]:
+@contextlib.contextmanager
+def masters_lab(rules: str, minions: int = 2) -> Iterator[MastersLab]:
+    """Three masters on a real PostgreSQL store and leader etcd, loading ``rules``."""
     base = Path(tempfile.mkdtemp(prefix="saline-failover-"))
     base.chmod(0o711)  # the postgres user must reach the store's data directory
     lab = MastersLab(base / "lab")
     (lab.directory / "reactors").mkdir(parents=True)
-    (lab.directory / "reactors" / "ha.yaml").write_text(textwrap.dedent(RULES))
-    lab.up(2, masters=3, timeout=90)
+    (lab.directory / "reactors" / "rules.yaml").write_text(textwrap.dedent(rules))
+    lab.up(minions, masters=3, timeout=90)
     try:
         yield lab
     finally:
         lab.down()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ha() -> Iterator[MastersLab]:
+    with masters_lab(RULES) as lab:
+        yield lab
 
 
 def leader(lab: MastersLab) -> str | None:

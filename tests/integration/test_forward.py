@@ -2,18 +2,14 @@
 three masters, minions): the request and the answer travel through the shared store."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from saline.lab.masters import MastersLab
-from tests.integration.test_failover import all_back, fire, leader, rows
+from tests.integration.test_failover import all_back, fire, leader, masters_lab, rows
 from tests.support import wait_for
 
 RULES = """\
@@ -27,17 +23,8 @@ RULES = """\
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[MastersLab]:
-    base = Path(tempfile.mkdtemp(prefix="saline-forward-"))
-    base.chmod(0o711)  # the postgres user must reach the store's data directory
-    lab = MastersLab(base / "lab")
-    (lab.directory / "reactors").mkdir(parents=True)
-    (lab.directory / "reactors" / "fw.yaml").write_text(textwrap.dedent(RULES))
-    lab.up(1, masters=3, timeout=90)
-    try:
+    with masters_lab(RULES, minions=1) as lab:
         yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def cli(lab: MastersLab, master: str, *args: str) -> "subprocess.CompletedProcess[str]":

@@ -2,21 +2,14 @@
 to the stand-in): Elasticsearch goes away for 30 s while events and job returns keep
 coming; the master keeps serving; when it is back every document arrives, once."""
 
-import socket
 import time
 from pathlib import Path
 
 from saline.lab.es_standin import EsStandin
-from saline.lab.lab import Lab
+from saline.lab.lab import Lab, free_port
 from tests.support import run_json, status, wait_for
 
 OUTAGE = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fire(lab: Lab, tag: str) -> int:
@@ -33,7 +26,7 @@ def _returner(lab: Lab) -> dict[str, object]:
 def test_elasticsearch_away_for_30_s_then_back_every_document_arrives_once(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     es = EsStandin(version="9.1.0")
     es.start("127.0.0.1", port)
     returner = {"name": "es", "kind": "elasticsearch", "hosts": [f"http://127.0.0.1:{port}"]}

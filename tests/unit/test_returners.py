@@ -2,7 +2,6 @@
 (the official client's bulk helper over real HTTP), the PostgreSQL returner against a real
 server, the worker's back-off and the registry's errors."""
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,14 @@ from master.returners.registry import BUILTINS, build
 from master.store.base import EventRecord, ReturnRecord
 from saline.errors import ConfigError
 from saline.lab.es_standin import EsStandin
+from saline.lab.lab import free_port
 from tests.support import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def es() -> Iterator[tuple[EsStandin, int]]:
     standin = EsStandin(version="9.1.0")
-    _, port = standin.start("127.0.0.1", _free_port())
+    _, port = standin.start("127.0.0.1", free_port())
     try:
         yield standin, port
     finally:
@@ -112,7 +106,7 @@ def test_a_document_elasticsearch_never_takes_is_refused_not_retried(
 
 
 def test_elasticsearch_away_is_unavailable() -> None:
-    returner = ElasticsearchReturner("es", [f"http://127.0.0.1:{_free_port()}"], timeout=1)
+    returner = ElasticsearchReturner("es", [f"http://127.0.0.1:{free_port()}"], timeout=1)
     with pytest.raises(Unavailable, match="Elasticsearch"):
         returner.ship(_docs(1))
 
@@ -120,7 +114,7 @@ def test_elasticsearch_away_is_unavailable() -> None:
 def test_the_worker_holds_documents_while_elasticsearch_is_down_then_ships_each_once(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     standin = EsStandin(version="9.1.0")
     returner = ElasticsearchReturner("es", [f"http://127.0.0.1:{port}"], timeout=1)
     metrics = MasterMetrics()
@@ -172,7 +166,7 @@ def test_postgresql_returner_stores_once_in_the_operators_database(pg_dsn: str) 
             conn.close()
     finally:
         returner.close()
-    away = PostgresReturner("db", f"postgresql://x@127.0.0.1:{_free_port()}/x")
+    away = PostgresReturner("db", f"postgresql://x@127.0.0.1:{free_port()}/x")
     with pytest.raises(Unavailable, match="PostgreSQL"):
         away.ship(docs)
 
