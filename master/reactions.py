@@ -1,5 +1,7 @@
 """Running a fired reaction: its actions in order, each one's progress stored before and
 after it runs, so a master restarted mid-reaction resumes it without sending any job twice.
+A runbook journals each job it starts in its action's progress; resumed, it runs again on
+that journal, awaiting the journaled jobs from the store (``master/jobrunner.py``).
 
 Whatever an action produces — an event, a job, a runbook's jobs — carries the reaction's
 chain (the causing event, the depth, the rule).
@@ -9,10 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from master.bus import EventBus
 from master.inventory import Inventory
-from master.jobrunner import MasterJobRunner
+from master.jobrunner import JournaledJobRunner, MasterJobRunner
 from master.jobs import JobManager
 from master.store.base import (
     ActionProgress,
@@ -80,7 +83,10 @@ class ReactionExecutor:
                 ok = ok and progress.state == "done"
                 continue
             try:
-                if progress is not None:  # started by a master that is gone
+                if progress is not None and isinstance(action.action, OrchestrateAction):
+                    # a runbook started by a master that is gone: rerun on its journal
+                    done, detail = await self._run(row, index, action)
+                elif progress is not None:  # started by a master that is gone
                     done, detail = await self._resume(progress)
                 else:
                     done, detail = await self._run(row, index, action)
@@ -91,8 +97,9 @@ class ReactionExecutor:
             except Exception as e:  # a bug: the reaction fails with the error, the master lives
                 log.exception("action %d of reaction %s raised", index, row.id)
                 done, detail = False, f"raised {type(e).__name__}: {str(e)[:500]}"
-            jid = row.progress[index].jid if index in row.progress else None
-            row.progress[index] = ActionProgress("done" if done else "failed", jid, detail)
+            before = row.progress.get(index, ActionProgress("started"))
+            state: Literal["done", "failed"] = "done" if done else "failed"
+            row.progress[index] = ActionProgress(state, before.jid, detail, before.jids)
             self._save(row)
             if not done:
                 ok = False
@@ -124,13 +131,7 @@ class ReactionExecutor:
                 return False, f"notify {action.target}: no notify targets are configured"
             return await self.notify(row, index, action)
         if isinstance(action, OrchestrateAction):
-            runbook = self.runbook(action.runbook)
-            row.progress[index] = ActionProgress("started")
-            self._save(row)
-            result = await run_runbook(runbook, runner, vars=action.vars, test=action.test)
-            return result.success, f"runbook {runbook.name}: " + (
-                "succeeded" if result.success else f"stopped at {result.stopped_at}"
-            )
+            return await self._orchestrate(row, index, action, runner)
         if isinstance(action, RunAction):
             fun, args, kwargs = action.function, action.args, action.kwargs
         else:
@@ -141,6 +142,33 @@ class ReactionExecutor:
         row.progress[index] = ActionProgress("started", job.record.jid)
         self._save(row)
         return judge(await runner.finish(job), fun)
+
+    async def _orchestrate(
+        self, row: ReactionRecord, index: int, action: OrchestrateAction, runner: MasterJobRunner
+    ) -> tuple[bool, str]:
+        """Run (or, after a master's death, rerun on its journal) an action's runbook.
+
+        Each job the runbook starts is journaled in the action's progress and the row saved
+        before the job is sent; a rerun awaits the journaled jobs instead of sending them.
+        :raises Fenced: another master leads now; no further job was sent.
+        """
+        runbook = self.runbook(action.runbook)
+        progress = row.progress.get(index)
+        journal = list(progress.jids) if progress is not None else []
+        row.progress[index] = ActionProgress("started", jids=journal)
+        self._save(row)
+        journaled = JournaledJobRunner(runner, self.store, journal, lambda: self._save(row))
+        result = await run_runbook(
+            runbook, journaled, vars=action.vars, test=action.test, fatal=(Fenced,)
+        )
+        said = "succeeded"
+        if not result.success:
+            failed = next((s for s in result.steps if s.result is False), None)
+            said = f"stopped at {result.stopped_at}" if result.stopped_at else "failed"
+            said += f": {failed.comment}" if failed is not None else ""
+        if journaled.replayed:
+            said += f" (resumed: {journaled.replayed} journaled job(s) awaited, not resent)"
+        return result.success, f"runbook {runbook.name}: {said}"
 
     async def _resume(self, progress: ActionProgress) -> tuple[bool, str]:
         jid = progress.jid

@@ -166,17 +166,20 @@ async def run_runbook(
     test: bool = False,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
+    fatal: tuple[type[SalineError], ...] = (),
 ) -> RunbookResult:
     """Run ``runbook``'s steps in order with ``vars`` (merged over the runbook's defaults).
 
     Every step is rendered before the first one runs. Job failures are results, not
-    exceptions: only rendering raises.
+    exceptions: only rendering raises, and a runner's error of a ``fatal`` type (a deposed
+    leader's fenced write: no further job may be sent), which ends the runbook at once.
 
     :raises RunbookError: a template names an undefined var or renders an invalid target.
     """
     merged = {**runbook.vars, **(vars or {})}
     steps = render_steps(runbook, merged)
-    return await _Orchestrator(runbook.name, runner, merged, test, sleep, clock).run(steps)
+    orchestrator = _Orchestrator(runbook.name, runner, merged, test, sleep, clock, fatal)
+    return await orchestrator.run(steps)
 
 
 class _Orchestrator:
@@ -188,6 +191,7 @@ class _Orchestrator:
         test: bool,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], float],
+        fatal: tuple[type[SalineError], ...] = (),
     ) -> None:
         self.name = name
         self.runner = runner
@@ -195,6 +199,8 @@ class _Orchestrator:
         self.test = test
         self.sleep = sleep
         self.clock = clock
+        #: a runner's errors that end the runbook instead of the step
+        self.fatal = fatal
         #: names of probe steps: their failures do not fail the runbook
         self.probes: set[str] = set()
 
@@ -267,6 +273,8 @@ class _Orchestrator:
                 target, tgt_type, call.fun, call.args, call.kwargs, call.timeout
             )
         except SalineError as e:
+            if isinstance(e, self.fatal):
+                raise
             return dict.fromkeys(minions, f"not reached ({e})")
         result.jids.append(outcome.jid)
         result.returns.update({m: r.ret for m, r in outcome.returns.items()})

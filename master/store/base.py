@@ -204,6 +204,9 @@ class ActionProgress:
     #: the job it started, durable before the job is sent: after a restart it is awaited
     jid: str | None = None
     detail: str | None = None
+    #: an orchestrate action's journal: the jid of each job its runbook started, in call
+    #: order, each durable before it is sent; a resumed runbook awaits them, not resends them
+    jids: list[str] = field(default_factory=list)
 
 
 @dataclass

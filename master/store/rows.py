@@ -106,7 +106,7 @@ def reaction_row(record: ReactionRecord) -> tuple[Any, ...]:
 
 
 def reaction_from_row(row: tuple[Any, ...]) -> ReactionRecord:
-    progress = {int(k): ActionProgress(**v) for k, v in unpack_value(row[8]).items()}
+    progress = {int(k): _progress(v) for k, v in unpack_value(row[8]).items()}
     return ReactionRecord(
         id=row[0],
         event_seq=row[1],
@@ -122,6 +122,12 @@ def reaction_from_row(row: tuple[Any, ...]) -> ReactionRecord:
         finished=row[11],
         epoch=row[12],
     )
+
+
+def _progress(value: dict[str, Any]) -> ActionProgress:
+    """An action's progress; rows written before the runbook journal have no ``jids``."""
+    jids = [str(j) for j in value.get("jids") or []]
+    return ActionProgress(value["state"], value.get("jid"), value.get("detail"), jids)
 
 
 def job_row(job: JobRecord) -> tuple[Any, ...]:

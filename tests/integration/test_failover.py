@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,18 @@ RULES = """\
 
 
 @contextlib.contextmanager
-def masters_lab(rules: str, minions: int = 2) -> Iterator[MastersLab]:
-    """Three masters on a real PostgreSQL store and leader etcd, loading ``rules``."""
+def masters_lab(
+    rules: str, minions: int = 2, prepare: Callable[[Path], None] | None = None
+) -> Iterator[MastersLab]:
+    """Three masters on a real PostgreSQL store and leader etcd, loading ``rules``;
+    ``prepare`` is given the lab's directory before anything starts (runbooks, files)."""
     base = Path(tempfile.mkdtemp(prefix="saline-failover-"))
     base.chmod(0o711)  # the postgres user must reach the store's data directory
     lab = MastersLab(base / "lab")
     (lab.directory / "reactors").mkdir(parents=True)
     (lab.directory / "reactors" / "rules.yaml").write_text(textwrap.dedent(rules))
+    if prepare is not None:
+        prepare(lab.directory)
     lab.up(minions, masters=3, timeout=90)
     try:
         yield lab
