@@ -21,6 +21,7 @@ from master.handlers import Batch, MinionHandlers
 from master.intake import EventIntake
 from master.inventory import Inventory
 from master.jobs import JobManager
+from master.keysync import KeySync
 from master.leadership import Leader, Leadership, Solo
 from master.metrics import MasterMetrics, MetricsServer, StateCollector, StateParts
 from master.minion_socket import MinionSocket
@@ -73,6 +74,8 @@ class Master:
         self.keys = KeyRing(config.pki_dir)
         self.refusals = Refusals()
         self.store = open_store(config)
+        #: the keys mirrored to and from the store (shared by masters on one store)
+        self.keysync = KeySync(self.keys, self.store)
         #: with etcd, one of several masters leads (reactor, schedule, runbooks); else this one
         self.leadership: Leadership | None = (
             Leadership(EtcdGateway(config.etcd_endpoints), config.name, config.leader_ttl)
@@ -269,6 +272,7 @@ class Master:
     async def start(self, supervisor: Supervisor) -> None:
         config = self.config
         self._ctx = zmq.asyncio.Context()
+        log.info("keys at start: %s", self.keysync.sync())  # a store down: retried
         self._zap = ZapHandler(self._ctx, self.keys, self.refusals, self.admission)
         address = tcp_address(config.interface, config.port)
         self.socket.bind(self._ctx, self.keypair, address, config.max_frame_bytes)
@@ -286,6 +290,7 @@ class Master:
             supervisor.start("leadership", self.leadership.run)
         supervisor.start("reactor", self.reactor.run)
         supervisor.start("retention", self.retention.run)
+        supervisor.start("keysync", self.keysync.run)
         if config.notify:
             supervisor.start("notify", self.notifier.run)
         if self.pump.workers:

@@ -274,6 +274,26 @@ class Pruned:
         )
 
 
+#: the states a row of ``minion_keys`` can be in; ``deleted`` is a tombstone
+KeyRowState = Literal["accepted", "pending", "rejected", "deleted"]
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One minion's key as the masters sharing a store mirror it (``master/keysync.py``)."""
+
+    id: str
+    state: KeyRowState
+    #: the Z85 Curve public key ("" for a tombstone that never had one)
+    public: str
+    #: the grains the operator trusts for the minion
+    grains: dict[str, Any] = field(default_factory=dict)
+    #: set by the store on every write, increasing over the whole table; 0 before
+    version: int = 0
+    #: unix time of the write; set by the store
+    changed: float = 0.0
+
+
 @dataclass(frozen=True)
 class TableStats:
     name: str
@@ -393,6 +413,21 @@ class Store(ABC):
     @abstractmethod
     def stats(self) -> StoreStats:
         """Row counts and sizes per table (counting reads every row: not for hot paths)."""
+
+    @abstractmethod
+    def put_key(self, row: KeyRow) -> None:
+        """Insert or replace the key of ``row.id`` (its version and changed are the
+        store's: the version grows past every earlier write of the table)."""
+
+    @abstractmethod
+    def delete_key(self, minion_id: str) -> None:
+        """Mark the key of ``minion_id`` deleted (a tombstone, with a new version), so
+        every master that mirrors the table deletes its copy."""
+
+    @abstractmethod
+    def keys_since(self, version: int = 0) -> list[KeyRow]:
+        """The key rows written after ``version``, tombstones included, oldest first. A
+        row committed later never gets a version below one already read."""
 
     def held_jids(self) -> frozenset[str]:
         """The jobs open reactions started (awaited after a restart): never pruned."""

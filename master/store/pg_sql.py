@@ -5,7 +5,7 @@ Columns and meanings are the SQLite store's (``schema.py``); ``user`` is ``user_
 (a reserved word), and ``row_no`` orders reactions written in one instant.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -92,6 +92,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             epoch BIGINT NOT NULL
         )""",
         "CREATE INDEX reactions_event ON reactions (event_seq)",
+    ),
+    # shared keys: the minion keys every master mirrors; a write takes the next value of
+    # the sequence, a deleted key stays as a tombstone (state 'deleted')
+    4: (
+        "CREATE SEQUENCE minion_keys_version",
+        """CREATE TABLE minion_keys (
+            id TEXT PRIMARY KEY,
+            state TEXT NOT NULL
+                CHECK (state IN ('accepted', 'pending', 'rejected', 'deleted')),
+            public TEXT NOT NULL,
+            grains TEXT NOT NULL,
+            version BIGINT NOT NULL UNIQUE,
+            changed DOUBLE PRECISION NOT NULL
+        )""",
     ),
 }
 
@@ -216,6 +230,29 @@ DECIDED_EVENTS = """
 """
 LAST_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events"
 
+# -- shared keys ----------------------------------------------------------------------------
+#: first in a key write's transaction: key writers take their version one after the other
+#: (the lock is held until commit), so versions commit in order and a reader's cursor
+#: never passes a version that commits later
+KEY_WRITE_LOCK = "SELECT pg_advisory_xact_lock(4607)"
+PUT_KEY = """
+    INSERT INTO minion_keys (id, state, public, grains, version, changed)
+    VALUES (%s, %s, %s, %s, nextval('minion_keys_version'), %s)
+    ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, public = EXCLUDED.public,
+        grains = EXCLUDED.grains, version = EXCLUDED.version, changed = EXCLUDED.changed
+"""
+#: a tombstone keeps the public key it had ("" when the id was never stored)
+DELETE_KEY = """
+    INSERT INTO minion_keys (id, state, public, grains, version, changed)
+    VALUES (%s, 'deleted', '', '{}', nextval('minion_keys_version'), %s)
+    ON CONFLICT (id) DO UPDATE SET state = 'deleted', grains = '{}',
+        version = EXCLUDED.version, changed = EXCLUDED.changed
+"""
+KEYS_SINCE = """
+    SELECT id, state, public, grains, version, changed FROM minion_keys
+    WHERE version > %s ORDER BY version
+"""
+
 # -- retention: as the SQLite store's (schema.py); the kept jids are a text array ---------
 PRUNE_RETURNS = """
     DELETE FROM returns WHERE (jid, minion) IN (
@@ -255,4 +292,6 @@ TABLE_STATS = """
     UNION ALL SELECT 'minions', COUNT(*), pg_total_relation_size('minions') FROM minions
     UNION ALL SELECT 'reactor_state', COUNT(*), pg_total_relation_size('reactor_state')
         FROM reactor_state
+    UNION ALL SELECT 'minion_keys', COUNT(*), pg_total_relation_size('minion_keys')
+        FROM minion_keys
 """

@@ -34,6 +34,7 @@ from master.store.base import (
     JobFilter,
     JobRecord,
     JobSummary,
+    KeyRow,
     MinionRecord,
     Pruned,
     ReactionRecord,
@@ -51,6 +52,8 @@ from master.store.rows import (
     event_row,
     job_from_row,
     job_row,
+    key_from_row,
+    key_row,
     pack_value,
     reaction_from_row,
     reaction_row,
@@ -326,6 +329,24 @@ class PostgresStore(Store):
     def load_reactor_state(self) -> dict[str, Any] | None:
         rows = self._read(sql.LOAD_REACTOR_STATE)
         return dict(unpack_value(rows[0][0])) if rows else None
+
+    # -- shared keys ------------------------------------------------------------------
+
+    def put_key(self, row: KeyRow) -> None:
+        """See ``base.Store.put_key``: key writers are serialised (an advisory lock held
+        to commit), so versions commit in the order they were taken."""
+        values = (*key_row(row), time.time())
+        with self._transaction() as cur:
+            cur.execute(sql.KEY_WRITE_LOCK)
+            cur.execute(sql.PUT_KEY, values)
+
+    def delete_key(self, minion_id: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(sql.KEY_WRITE_LOCK)
+            cur.execute(sql.DELETE_KEY, (minion_id, time.time()))
+
+    def keys_since(self, version: int = 0) -> list[KeyRow]:
+        return [key_from_row(row) for row in self._read(sql.KEYS_SINCE, (version,))]
 
     # -- retention --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ kwargs, returns, event data, grains, actions, progress) are msgpack blobs; tuple
 as lists, as they do over the wire."""
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from master.store.base import (
     Chain,
     EventRecord,
     JobRecord,
+    KeyRow,
     ReactionRecord,
     ReturnRecord,
 )
@@ -163,3 +165,22 @@ def batch_epoch(reactions: Sequence[ReactionRecord]) -> int:
 
 def event_row(e: EventRecord) -> tuple[Any, ...]:
     return (e.tag, pack_value(e.data), e.minion, e.ts, e.cause, e.depth, e.rule)
+
+
+def key_row(row: KeyRow) -> tuple[Any, ...]:
+    """(id, state, public, grains as JSON): the columns a key write sets itself."""
+    return (row.id, row.state, row.public, json.dumps(row.grains, sort_keys=True))
+
+
+def key_from_row(row: tuple[Any, ...]) -> KeyRow:
+    """A key of a row (id, state, public, grains, version, changed)."""
+    minion_id, state, public, grains, version, changed = row
+    loaded = json.loads(grains) if grains else {}
+    return KeyRow(
+        id=minion_id,
+        state=state,
+        public=public or "",
+        grains=loaded if isinstance(loaded, dict) else {},
+        version=int(version),
+        changed=float(changed),
+    )

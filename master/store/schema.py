@@ -3,7 +3,7 @@
 Full statements as literals: no SQL is built from strings at run time.
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Executed one by one in a transaction (executescript would commit implicitly).
 TABLES = (
@@ -83,6 +83,17 @@ TABLES = (
         epoch INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS reactions_event ON reactions (event_seq)",
+    # shared keys (6): the minion keys every master mirrors; a write takes the next version
+    # of the whole table, a deleted key stays as a tombstone (state 'deleted')
+    """CREATE TABLE IF NOT EXISTS minion_keys (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('accepted', 'pending', 'rejected', 'deleted')),
+        public TEXT NOT NULL,
+        grains TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        changed REAL NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS minion_keys_version ON minion_keys (version)",
 )
 
 #: statements taking the schema from version N to N + 1 (then TABLES creates what is new)
@@ -128,6 +139,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE reactions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
     ),
+    # 6 shares minion keys between masters: the minion_keys table comes with TABLES
+    5: (),
 }
 
 INSERT_JOB = (
@@ -223,6 +236,26 @@ DECIDED_EVENTS = """
 """
 LAST_EVENT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM events"
 
+# -- shared keys: written in an IMMEDIATE transaction (the write lock is held), so the
+# next version (the largest + 1; rows are never deleted, only marked) is the writer's own
+PUT_KEY = """
+    INSERT INTO minion_keys (id, state, public, grains, version, changed)
+    VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(version), 0) + 1 FROM minion_keys), ?)
+    ON CONFLICT (id) DO UPDATE SET state = excluded.state, public = excluded.public,
+        grains = excluded.grains, version = excluded.version, changed = excluded.changed
+"""
+#: a tombstone keeps the public key it had ("" when the id was never stored)
+DELETE_KEY = """
+    INSERT INTO minion_keys (id, state, public, grains, version, changed)
+    VALUES (?, 'deleted', '', '{}', (SELECT COALESCE(MAX(version), 0) + 1 FROM minion_keys), ?)
+    ON CONFLICT (id) DO UPDATE SET state = 'deleted', grains = '{}',
+        version = excluded.version, changed = excluded.changed
+"""
+KEYS_SINCE = """
+    SELECT id, state, public, grains, version, changed FROM minion_keys
+    WHERE version > ? ORDER BY version
+"""
+
 # -- retention ----------------------------------------------------------------------------
 # A reaction is held while open (outcome NULL) or awaiting approval: it, and the event it
 # names, are never pruned. A job is prunable when created before the cutoff, its wait over
@@ -265,6 +298,7 @@ COUNT_ROWS = """
     UNION ALL SELECT 'reactions', COUNT(*) FROM reactions
     UNION ALL SELECT 'minions', COUNT(*) FROM minions
     UNION ALL SELECT 'reactor_state', COUNT(*) FROM reactor_state
+    UNION ALL SELECT 'minion_keys', COUNT(*) FROM minion_keys
 """
 #: bytes per table, its indexes included (the dbstat table, when SQLite was built with it)
 TABLE_BYTES = """

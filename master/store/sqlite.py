@@ -33,6 +33,7 @@ from master.store.base import (
     JobFilter,
     JobRecord,
     JobSummary,
+    KeyRow,
     MinionRecord,
     Pruned,
     ReactionRecord,
@@ -48,6 +49,8 @@ from master.store.rows import (
     event_row,
     job_from_row,
     job_row,
+    key_from_row,
+    key_row,
     kwargs_of,
     pack_value,
     reaction_from_row,
@@ -334,6 +337,23 @@ class SqliteStore(Store):
     def load_reactor_state(self) -> dict[str, Any] | None:
         row = self._conn.execute(schema.LOAD_REACTOR_STATE).fetchone()
         return None if row is None else dict(unpack_value(row[0]))
+
+    # -- shared keys ------------------------------------------------------------------
+
+    def put_key(self, row: KeyRow) -> None:
+        """See ``base.Store.put_key``: the version is the largest + 1, in the write's own
+        IMMEDIATE transaction."""
+        values = (*key_row(row), time.time())
+        with self._transaction() as conn:
+            conn.execute(schema.PUT_KEY, values)
+
+    def delete_key(self, minion_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(schema.DELETE_KEY, (minion_id, time.time()))
+
+    def keys_since(self, version: int = 0) -> list[KeyRow]:
+        rows = self._conn.execute(schema.KEYS_SINCE, (version,)).fetchall()
+        return [key_from_row(row) for row in rows]
 
     # -- retention --------------------------------------------------------------------
 

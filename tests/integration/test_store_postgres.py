@@ -58,7 +58,7 @@ def test_a_master_keeps_everything_in_postgresql(pg: PgCluster, tmp_path: Path) 
     try:
         proc = saline(lab, "store", "migrate")
         assert proc.returncode == 0, proc.stderr
-        assert "PostgreSQL (DSN in" in proc.stdout and "schema version 3" in proc.stdout
+        assert "PostgreSQL (DSN in" in proc.stdout and "schema version 4" in proc.stdout
         assert pg.password not in proc.stdout + proc.stderr
 
         code, result = run_json(lab, "be1", "test.ping")

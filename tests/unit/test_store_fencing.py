@@ -328,7 +328,7 @@ def test_a_version_4_sqlite_store_migrates_keeping_its_rows(tmp_path: Path) -> N
         conn.execute("PRAGMA user_version=4")
     migrated = SqliteStore(path)
     try:
-        assert migrated.schema_version() == schema.SCHEMA_VERSION == 5
+        assert migrated.schema_version() == schema.SCHEMA_VERSION == 6
         assert migrated.get_job("j1") == _job("j1")
         assert migrated.get_reaction("r1") == _reaction("r1", event_seq=3)
         assert migrated.load_reactor_state() == {"cursor": 3}
@@ -353,7 +353,7 @@ def test_a_version_2_sqlite_store_without_reactions_migrates(tmp_path: Path) -> 
         conn.execute("PRAGMA user_version=2")
     migrated = SqliteStore(path)
     try:
-        assert migrated.schema_version() == 5
+        assert migrated.schema_version() == 6
         migrated.save_reactions([_reaction("r1", epoch=2)])
         assert migrated.get_reaction("r1") == _reaction("r1", epoch=2)
     finally:
@@ -383,7 +383,7 @@ def test_a_version_2_postgres_store_migrates_keeping_its_rows(pg_dsn: str) -> No
     conn.close()
     store = PostgresStore(dsn)
     try:
-        assert store.migrate() == store.schema_version() == pg_sql.SCHEMA_VERSION == 3
+        assert store.migrate() == store.schema_version() == pg_sql.SCHEMA_VERSION == 4
         assert store.get_job("j1") == JobRecord(
             "j1", "test.ping", [], {}, "be1", "glob", ["be1"], [], "u", 1.0, 5.0
         )

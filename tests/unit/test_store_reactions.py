@@ -212,4 +212,4 @@ def test_a_version_2_store_migrates_keeping_jobs_and_reactions(tmp_path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6

@@ -173,6 +173,7 @@ def test_stats_count_rows_and_measure_every_table(store: Store) -> None:
         "reactions": 1,
         "minions": 0,
         "reactor_state": 0,
+        "minion_keys": 0,
     }
     # this machine's SQLite has dbstat: every table has a size; PostgreSQL always does
     assert all(t.bytes is not None and t.bytes > 0 for t in stats.tables if t.rows)
@@ -243,7 +244,7 @@ def test_a_version_3_sqlite_store_migrates_keeping_its_rows(tmp_path: Path) -> N
         conn.execute("PRAGMA user_version=3")
     migrated = SqliteStore(path)
     try:
-        assert migrated.schema_version() == schema.SCHEMA_VERSION == 5
+        assert migrated.schema_version() == schema.SCHEMA_VERSION == 6
         assert len(_tags(migrated)) == 3 and migrated.get_job("j1") is not None
         assert list(migrated.job_returns("j1")) == ["be1"] and migrated.get_reaction("r1")
         assert migrated.prune(Cutoffs(events=2.0, jobs=20.0, reactions=2.0)) == Pruned(
@@ -284,7 +285,7 @@ def test_a_version_1_postgres_store_migrates_keeping_its_rows(pg_dsn: str) -> No
     conn.close()
     store = PostgresStore(dsn)
     try:
-        assert store.migrate() == store.schema_version() == pg_sql.SCHEMA_VERSION == 3
+        assert store.migrate() == store.schema_version() == pg_sql.SCHEMA_VERSION == 4
         assert _tags(store) == ["t/old"]
         assert store.prune(Cutoffs(events=2.0)) == Pruned(events=1)
     finally:
@@ -313,10 +314,10 @@ def test_store_stats_prints_rows_and_sizes(tmp_path: Path) -> None:
     shown = runner.invoke(cli, ["-c", str(path), "store", "stats", "--out", "json"])
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.output)
-    assert doc["schema_version"] == 5 and doc["total_bytes"] > 0
+    assert doc["schema_version"] == 6 and doc["total_bytes"] > 0
     assert doc["tables"]["events"]["rows"] == 3 and doc["tables"]["events"]["bytes"] > 0
     human = runner.invoke(cli, ["-c", str(path), "store", "stats"]).output.splitlines()
-    assert human[0].startswith(f"SQLite {config.store_path}: schema version 5, ")
+    assert human[0].startswith(f"SQLite {config.store_path}: schema version 6, ")
     assert human[1].split() == ["TABLE", "ROWS", "SIZE"]
     assert re.fullmatch(r"events +3 +\d+\.\d KiB", human[4]), human
 
