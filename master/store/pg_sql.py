@@ -158,9 +158,11 @@ LIST_JOBS_BY_JID = """
         (SELECT COUNT(*) FROM returns r WHERE r.jid = j.jid AND r.success)
     FROM jobs j WHERE j.jid = ANY(%(jids)s) ORDER BY j.jid DESC
 """
-INSERT_RETURN = """
+#: for execute_values: a page of returns in one statement; RETURNING names the rows that
+#: were new (a (jid, minion) stored before, or earlier in the page, is not)
+INSERT_RETURNS = """
     INSERT INTO returns (jid, minion, fun, success, retcode, ret, duration_ms, received)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (jid, minion) DO NOTHING
+    VALUES %s ON CONFLICT (jid, minion) DO NOTHING RETURNING jid, minion
 """
 SELECT_RETURNS = """
     SELECT jid, minion, fun, success, retcode, ret, duration_ms, received
@@ -180,10 +182,12 @@ SAVE_MINION = """
 """
 SELECT_MINIONS = "SELECT id, grains, last_seen FROM minions ORDER BY id"
 DELETE_MINION = "DELETE FROM minions WHERE id = %s"
-SAVE_REACTION = """
+#: for execute_values: a page of reactions, each id at most once (an upsert may not touch
+#: one row twice in a statement)
+SAVE_REACTIONS = """
     INSERT INTO reactions (id, event_seq, event_tag, rule, verdict, reason, key, actions,
         progress, outcome, created, finished, epoch)
-    VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+    VALUES %s
     ON CONFLICT (id) DO UPDATE SET event_seq = EXCLUDED.event_seq,
         event_tag = EXCLUDED.event_tag, rule = EXCLUDED.rule, verdict = EXCLUDED.verdict,
         reason = EXCLUDED.reason, key = EXCLUDED.key, actions = EXCLUDED.actions,

@@ -237,12 +237,18 @@ class PostgresStore(Store):
     def save_returns(self, returns: Sequence[ReturnRecord]) -> list[bool]:
         if not returns:
             return []
+        """See ``base.Store.save_returns``: one statement per page of 1,000; the first of
+        the batch's copies of a (jid, minion) is the new one."""
         rows = [return_row(r) for r in returns]
-        new: list[bool] = []
         with self._transaction() as cur:
-            for row in rows:
-                cur.execute(sql.INSERT_RETURN, row)
-                new.append(cur.rowcount == 1)
+            stored = psycopg2.extras.execute_values(
+                cur, sql.INSERT_RETURNS, rows, page_size=1000, fetch=True
+            )
+        fresh = {(jid, minion) for jid, minion in stored}
+        new: list[bool] = []
+        for r in returns:
+            new.append((r.jid, r.minion) in fresh)
+            fresh.discard((r.jid, r.minion))
         return new
 
     def job_returns(self, jid: str) -> dict[str, ReturnRecord]:
@@ -294,12 +300,14 @@ class PostgresStore(Store):
     # -- the reactor's trail --------------------------------------------------------------
 
     def save_reactions(self, reactions: Sequence[ReactionRecord]) -> None:
-        """See ``base.Store.save_reactions``; fenced in the same transaction."""
-        rows = [reaction_row(r) for r in reactions]
+        """See ``base.Store.save_reactions``; fenced in the same transaction, one statement
+        per page of 500."""
+        last = {r.id: r for r in reactions}  # an id twice in a batch: its last write wins
+        rows = [reaction_row(r) for r in last.values()]
         with self._transaction() as cur:
             self._fence(cur, batch_epoch(reactions))
-            for row in rows:
-                cur.execute(sql.SAVE_REACTION, row)
+            if rows:
+                psycopg2.extras.execute_values(cur, sql.SAVE_REACTIONS, rows, page_size=500)
 
     def get_reaction(self, reaction_id: str) -> ReactionRecord | None:
         rows = self._read(sql.SELECT_REACTION, (reaction_id,))

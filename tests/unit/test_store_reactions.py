@@ -123,6 +123,19 @@ def test_a_batch_of_reactions_is_stored_whole_or_not_at_all(store: Store) -> Non
     assert store.get_reaction("good") is None
 
 
+def test_a_reaction_twice_in_one_batch_is_stored_as_its_last(store: Store) -> None:
+    """A batch may carry a reaction's decision and, later, its progress (one row, the last
+    write wins); the rows around it are stored too."""
+    first = _reaction("r1")
+    later = _reaction("r1", outcome="ok", finished=2.0)
+    later.progress[0] = ActionProgress("done", jid="j1")
+    store.save_reactions([first, _reaction("r2", rule="other"), later])
+    stored = store.get_reaction("r1")
+    assert stored is not None and stored.outcome == "ok" and stored.progress[0].jid == "j1"
+    assert store.get_reaction("r2") is not None
+    assert [r.id for r in store.reaction_history(rule="fix")] == ["r1"]
+
+
 def test_reactor_state_round_trip(store: Store) -> None:
     assert store.load_reactor_state() is None
     store.save_reactor_state({"paused": True, "in_flight": {"r1": 1.0}})
