@@ -9,15 +9,11 @@ real PostgreSQL and etcd, two frontends) with the formula's beacons and rules.
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from saline.cli.common import dump
 from saline.lab.lab import DEFAULT_LAB_DIR, Lab, is_masters_lab
-
-if TYPE_CHECKING:
-    from saline.lab.masters import MastersLab
 
 _DIR = click.option(
     "--dir",
@@ -204,6 +200,7 @@ def demo(out: str, keep: bool, masters: int, directory: Path | None) -> None:
     """Bring up the Chef HA lab, inject the headline faults one by one, watch them heal."""
     from saline.lab.chefha import demo as scenarios
     from saline.lab.chefha.cluster import ChefLab
+    from saline.lab.masters import LeaderKiller
 
     path = _dir(directory)
     chef = ChefLab(path, masters=masters)
@@ -219,7 +216,7 @@ def demo(out: str, keep: bool, masters: int, directory: Path | None) -> None:
         killer = None
         if several is not None:  # follow a standby: it outlives the leader the demo kills
             playlist.append(scenarios.LEADER_KILLED)
-            killer = _LeaderKiller(several)
+            killer = LeaderKiller(several)
             sock = several.client(killer.standby()).path
         feed = scenarios.EventFeed(sock)
         for scenario in playlist:
@@ -238,32 +235,3 @@ def demo(out: str, keep: bool, masters: int, directory: Path | None) -> None:
         click.echo(scenarios.table(outcomes))
     if any(o.healed is None for o in outcomes):
         sys.exit(1)
-
-
-class _LeaderKiller:
-    """Kills the leading master of a lab of several masters, and starts it again."""
-
-    def __init__(self, several: "MastersLab") -> None:
-        self.several = several
-        self.killed: str | None = None
-
-    def leader(self) -> str:
-        found = [m["name"] for m in self.several.status()["masters"] if m["leader"]]
-        if len(found) != 1:
-            raise click.ClickException(f"expected one leading master, found {found or 'none'}")
-        return str(found[0])
-
-    def standby(self) -> str:
-        leader = self.leader()
-        names: list[str] = list(self.several.state["masters"])
-        return next(name for name in names if name != leader)
-
-    def kill(self) -> str:
-        self.killed = self.leader()
-        return self.several.fault("master-kill", self.killed)
-
-    def restart(self) -> None:
-        if self.killed is not None:
-            self.several.fault("master-start", self.killed)
-            self.several.wait_ready(60)
-            self.killed = None

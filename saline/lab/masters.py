@@ -421,3 +421,32 @@ FAULTS: dict[str, Fault] = {
     "etcd-partition": MastersLab._partition,
     "etcd-heal": MastersLab._heal,
 }
+
+
+class LeaderKiller:
+    """Kills the leading master of a lab of several masters, and starts it again."""
+
+    def __init__(self, several: MastersLab) -> None:
+        self.several = several
+        self.killed: str | None = None
+
+    def leader(self) -> str:
+        found = [m["name"] for m in self.several.status()["masters"] if m["leader"]]
+        if len(found) != 1:
+            raise LabError(f"expected one leading master, found {found or 'none'}")
+        return str(found[0])
+
+    def standby(self) -> str:
+        leader = self.leader()
+        names: list[str] = list(self.several.state["masters"])
+        return next(name for name in names if name != leader)
+
+    def kill(self) -> str:
+        self.killed = self.leader()
+        return self.several.fault("master-kill", self.killed)
+
+    def restart(self) -> None:
+        if self.killed is not None:
+            self.several.fault("master-start", self.killed)
+            self.several.wait_ready(60)
+            self.killed = None
