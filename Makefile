@@ -74,6 +74,7 @@ bench: setup
 	$(BIN)/python tests/bench/reactor.py --json bench-reactor.json
 	$(BIN)/python tests/bench/retention.py --json bench-retention.json
 	$(BIN)/python tests/bench/returner.py --json bench-returner.json
+	$(BIN)/python tests/bench/failover.py --runs 10 --json bench-failover.json
 	$(BIN)/python tests/bench/hello_flood.py --keys 10000 --json bench-hello-flood.json
 	$(BIN)/python tests/bench/fuzz.py --frames 100000 --json bench-fuzz.json
 	$(BIN)/python tests/bench/soak.py --minutes 15 --json bench-soak.json
