@@ -7,14 +7,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg2  # type: ignore[import-untyped]
 import pytest
 
 from saline.lab.chefha import demo
 from saline.lab.chefha.cluster import ChefLab
 from saline.lab.masters import LeaderKiller
+from tests.integration.test_failover import rows
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +27,6 @@ def chef3() -> Iterator[ChefLab]:
     finally:
         lab.down()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def rows(lab: ChefLab, query: str) -> list[tuple[Any, ...]]:
-    dsn = Path(lab.lab.state["store"]["dsn_file"]).read_text().strip()
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def test_the_leader_killed_mid_heal_the_next_leader_finishes_it(chef3: ChefLab) -> None:
@@ -57,14 +45,14 @@ def test_the_leader_killed_mid_heal_the_next_leader_finishes_it(chef3: ChefLab) 
         assert outcome.started is not None and outcome.started < outcome.killed
         # the reaction was decided by the killed leader and finished by the next one
         [(reaction, epoch, result)] = rows(
-            chef3,
+            several,
             "SELECT id, epoch, outcome FROM reactions WHERE rule = 'chef-pg-follower-down' "
             f"AND verdict = 'fire' AND created >= {outcome.injected}",
         )
         assert result == "ok"
         assert killer.leader() != first
         restarts = rows(
-            chef3,
+            several,
             "SELECT count(*) FROM jobs WHERE fun = 'chef_backend.restart' "
             f"AND created >= {outcome.injected}",
         )
