@@ -3,30 +3,21 @@ the leading master is killed in the middle of healing a follower, and the heal c
 through the next leader — the demo's row, as a test. Its own lab on 127.0.2.x, beside the
 tier's one-master lab on 127.0.1.x."""
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from saline.lab.chefha import demo
 from saline.lab.chefha.cluster import ChefLab
 from saline.lab.masters import LeaderKiller
+from tests.e2e.conftest import chef_lab
 from tests.integration.test_failover import rows
 
 
 @pytest.fixture(scope="module")
 def chef3() -> Iterator[ChefLab]:
-    directory = Path(tempfile.mkdtemp(prefix="saline-chefha3-"))
-    directory.chmod(0o711)  # PostgreSQL runs as the postgres user
-    lab = ChefLab(directory / "lab", subnet="127.0.2", masters=3)
-    try:
-        lab.up(timeout=90)
+    with chef_lab("saline-chefha3-", subnet="127.0.2", masters=3) as lab:
         yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_the_leader_killed_mid_heal_the_next_leader_finishes_it(chef3: ChefLab) -> None:
