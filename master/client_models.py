@@ -341,6 +341,10 @@ class Status(Result):
     leadership: LeadershipStatus
     #: each returner: queued (on disk), shipped, dropped, last_error
     returners: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: each notify target: queued, sent, retried, failed, dropped, duplicate
+    notify: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: keep settings (seconds), passes, last_pass (unix time), last_seconds, deleted per kind
+    retention: dict[str, Any] = Field(default_factory=dict)
 
 
 class Functions(Result):

@@ -174,6 +174,7 @@ class Master:
             reactor=self.reactor,
             refusals=self.refusals,
             supervisor=self.supervisor,
+            notifier=self.notifier,
         )
         self.api = ClientApi(
             config.sock_dir,
@@ -190,6 +191,7 @@ class Master:
         self.committer.on_returns = self.pump.offer
         self.operations.returners = self.pump.status
         self.retention = Retention(self.store, Keep.of(config), lambda: self.jobs.active)
+        self.operations.retention = self.retention.status
         #: gauges read from the parts when scraped
         self.metrics_state = StateCollector(
             StateParts(
@@ -201,6 +203,8 @@ class Master:
                 observations=self.reactor.observations,
                 bus=self.bus,
                 socket=self.socket,
+                notifier=self.notifier,
+                retention=self.retention,
             )
         )
         self.metrics.registry.register(self.metrics_state)

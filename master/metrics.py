@@ -20,6 +20,7 @@ parts (they are mutated only there), so a scrape sees a consistent view and neve
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,8 +34,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from master.bus import EventBus
 from master.leadership import Leadership
 from master.minion_socket import MinionSocket
+from master.notify import OUTCOMES, Notifier
 from master.observations import Observations
 from master.presence import Presence
+from master.retention import Retention
 from master.stats import Refusals
 from master.store.base import Store
 from reactors.state import ReactorState
@@ -187,6 +190,8 @@ class StateParts:
     socket: MinionSocket
     #: None: no etcd configured, this single master leads
     leadership: Leadership | None = None
+    notifier: Notifier | None = None
+    retention: Retention | None = None
 
 
 class StateCollector:
@@ -268,6 +273,54 @@ class StateCollector:
         out.extend(self._beacons())
         out.extend(self._queues())
         out.extend(self._leadership())
+        out.extend(self._notify())
+        out.extend(self._retention())
+        return out
+
+    def _notify(self) -> list[Metric]:
+        notifier = self.parts.notifier
+        if notifier is None or not notifier.targets:
+            return []
+        told = CounterMetricFamily(
+            "saline_notify",
+            "Notices per target and outcome: sent, retried (an attempt failed, another "
+            "follows), failed (given up), dropped (queue full), duplicate (already sent).",
+            labels=["target", "outcome"],
+        )
+        queued = GaugeMetricFamily(
+            "saline_notify_queued", "Notices waiting in a target's queue.", labels=["target"]
+        )
+        for target, counts in sorted(notifier.status().items()):
+            queued.add_metric([target], counts["queued"])
+            for outcome in OUTCOMES:
+                told.add_metric([target, outcome], counts[outcome])
+        return [told, queued]
+
+    def _retention(self) -> list[Metric]:
+        retention = self.parts.retention
+        if retention is None:
+            return []
+        deleted = CounterMetricFamily(
+            "saline_retention_deleted",
+            "Rows retention deleted since start, by kind (events, jobs, returns, reactions).",
+            labels=["kind"],
+        )
+        for kind, count in dataclasses.asdict(retention.deleted).items():
+            deleted.add_metric([kind], count)
+        passes = CounterMetricFamily("saline_retention_passes", "Retention passes run.")
+        passes.add_metric([], retention.passes)
+        seconds = GaugeMetricFamily(
+            "saline_retention_last_pass_seconds", "How long the last retention pass took."
+        )
+        seconds.add_metric([], retention.last_seconds)
+        out: list[Metric] = [deleted, passes, seconds]
+        if retention.last_pass is not None:
+            when = GaugeMetricFamily(
+                "saline_retention_last_pass_timestamp_seconds",
+                "When the last retention pass ended (unix time).",
+            )
+            when.add_metric([], retention.last_pass)
+            out.append(when)
         return out
 
     def _beacons(self) -> list[Metric]:

@@ -5,7 +5,8 @@ Two ways in, one way out:
 * a bus subscriber for the reactor's audit events named in ``notify_on``
   (``saline/reactor/RULE/escalated`` and ``.../failed``): every target is told; and
   ``.../finished`` with outcome ok resolves a PagerDuty incident the same rule and key opened;
-* a rule's ``notify`` action (:meth:`Notifier.action`, called by ``master/reactions.py``).
+* a rule's ``notify`` action (:meth:`Notifier.action`, called by ``master/reactions.py``),
+  and a runbook's ``notify`` step (:meth:`Notifier.step`).
 
 Each notice carries the chain read back from the store (event → rule → verdict and reason →
 jobs → outcome, and the command line that shows it). Each target has its own bounded queue
@@ -45,6 +46,7 @@ from master.notify_config import (
 )
 from master.notify_send import DeliveryError, Notice, NoticeKind, dedup_key, render, send
 from master.store.base import EventRecord, ReactionRecord, Store
+from reactors.orchestrate import StepNotice
 from reactors.rules import NotifyAction
 from saline.masking import Masker
 
@@ -62,6 +64,8 @@ JOURNAL_DONE = 10_000
 #: at most this many stored events are read back at start to find missed audit events
 REPLAY_MAX = 200_000
 REPLAY_PAGE = 1000
+#: what becomes of a notice (counted per target)
+OUTCOMES = ("sent", "retried", "failed", "dropped", "duplicate")
 
 
 class DeliveryJournal:
@@ -167,6 +171,8 @@ class Notifier:
         self._queued: set[str] = set()
         #: sent, retried, failed (given up), dropped (queue full), duplicate (journal said done)
         self.counts: Counter[str] = Counter()
+        #: the same, per target
+        self.target_counts: dict[str, Counter[str]] = {name: Counter() for name in self.targets}
         self.host = socket.gethostname()
         #: set once subscribed and the replay after a restart is queued
         self.ready = asyncio.Event()
@@ -200,6 +206,20 @@ class Notifier:
                 worker.cancel()
             self.bus.unsubscribe(sub)
             self._sub = None
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per target: notices queued now, and sent, retried, failed, dropped, duplicate."""
+        return {
+            name: {
+                "queued": self.queues[name].qsize(),
+                **{what: self.target_counts[name][what] for what in OUTCOMES},
+            }
+            for name in self.targets
+        }
+
+    def _tally(self, target: str, what: str) -> None:
+        self.counts[what] += 1
+        self.target_counts[target][what] += 1
 
     def idle(self) -> bool:
         """Nothing left to do: no audit event waiting, no notice queued or being sent (and
@@ -286,11 +306,36 @@ class Notifier:
             row.key,
             body,
         )
+        return self._hand_over(notice)
+
+    async def step(
+        self, delivery: str, notice: StepNotice, row: ReactionRecord | None = None
+    ) -> tuple[bool, str]:
+        """A runbook's ``notify`` step: queue the notice under the dedup id ``delivery``, with
+        the steps so far; ``row`` is the reaction that runs the runbook (None: run by hand)."""
+        if notice.target not in self.targets:
+            return False, f"no notify target {notice.target!r}"
+        rule = row.rule if row is not None else f"runbook/{notice.runbook}"
+        body = self.chain("notify", rule, row, None, message=notice.message)
+        body["runbook"] = {
+            "name": notice.runbook,
+            "step": notice.step,
+            "number": notice.number,
+            "steps": self.masker.value(notice.steps),
+        }
+        if row is None:
+            body["link"] = "saline jobs list"
+        key = row.key if row is not None else ""
+        return self._hand_over(Notice(delivery, notice.target, "notify", rule, key, body))
+
+    def _hand_over(self, notice: Notice) -> tuple[bool, str]:
         if self.journal.done.get(notice.id):
-            return True, f"notify {action.target}: already delivered"
+            return True, f"notify {notice.target}: already delivered"
+        if notice.id in self._queued:
+            return True, f"notify {notice.target}: already queued"
         if not self._enqueue(notice):
-            return False, f"notify {action.target}: its queue is full; dropped"
-        return True, f"notify {action.target}: queued"
+            return False, f"notify {notice.target}: its queue is full; dropped"
+        return True, f"notify {notice.target}: queued"
 
     def _enqueue(self, notice: Notice) -> bool:
         if notice.id in self._queued:
@@ -298,7 +343,7 @@ class Notifier:
         try:
             self.queues[notice.target].put_nowait(notice)
         except asyncio.QueueFull:
-            self.counts["dropped"] += 1
+            self._tally(notice.target, "dropped")
             log.warning("notify %s: queue full, dropped %s", notice.target, notice.id)
             return False
         self._queued.add(notice.id)
@@ -407,7 +452,7 @@ class Notifier:
         """Send ``notice`` unless the journal has it as done, retrying what may pass later;
         answers whether it was delivered."""
         if notice.id in self.journal.done:
-            self.counts["duplicate"] += 1
+            self._tally(notice.target, "duplicate")
             return False
         target, secrets = self.targets[notice.target], self.secrets[notice.target]
         rendered = render(target, notice, secrets)
@@ -418,7 +463,7 @@ class Notifier:
             except DeliveryError as e:
                 why = self.masker.text(str(e))
                 if not e.retry or attempt == self.attempts:
-                    self.counts["failed"] += 1
+                    self._tally(notice.target, "failed")
                     log.error(
                         "notify %s: gave up on %s after %d attempt(s): %s",
                         notice.target,
@@ -427,7 +472,7 @@ class Notifier:
                         why,
                     )
                     return False
-                self.counts["retried"] += 1
+                self._tally(notice.target, "retried")
                 log.warning(
                     "notify %s: %s failed (%s); retrying in %gs",
                     notice.target,
@@ -440,7 +485,7 @@ class Notifier:
             else:
                 self._delivered(notice)
                 await self.journal.save()
-                self.counts["sent"] += 1
+                self._tally(notice.target, "sent")
                 log.info("notify %s: delivered %s (%s)", notice.target, notice.id, said)
                 return True
         return False

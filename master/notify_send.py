@@ -96,6 +96,12 @@ def _lines(body: dict[str, Any]) -> list[str]:
             f"action {job['action']} ({job['kind']}){jid}: {job['state']}"
             + (f": {job['detail']}" if job.get("detail") else "")
         )
+    runbook = body.get("runbook") or {}
+    if runbook:
+        lines.append(f"runbook {runbook.get('name')}, step {runbook.get('step')!r}; before it:")
+        for step in runbook.get("steps", []):
+            word = {True: "ok", False: "FAILED", None: "test"}.get(step.get("result"), "?")
+            lines.append(f"  {step.get('name')}: {word}: {step.get('comment')}")
     lines.append(f"outcome: {body.get('outcome') or 'open'}")
     if body.get("message"):
         lines.insert(0, str(body["message"]))

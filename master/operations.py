@@ -62,11 +62,13 @@ from master.inventory import Inventory
 from master.jobrunner import MasterJobRunner
 from master.jobs import ActiveJob, JobManager, JobRequest
 from master.leadership import Leader, Solo
+from master.notify import Notifier
 from master.reactor import Reactor
 from master.stats import Refusals
 from master.store.base import Chain, EventRecord, JobFilter, ReactionRecord, Store
-from reactors.orchestrate import run_runbook
-from reactors.runbook import RunbookError, find_runbook, load_runbook
+from reactors.orchestrate import NotifyStep, StepNotice, run_runbook
+from reactors.runbook import RunbookError, find_runbook, load_runbook, unknown_notify_target
+from saline.jid import new_jid
 from saline.keys import KeyState
 from saline.protocol import timeout_keyword
 from saline.shellwords import refusal
@@ -133,6 +135,7 @@ class Operations:
         reactor: Reactor,
         refusals: Refusals,
         supervisor: Supervisor,
+        notifier: Notifier | None = None,
     ) -> None:
         self.job_timeout = job_timeout
         self.max_jobs_per_user = max_jobs_per_user
@@ -145,8 +148,12 @@ class Operations:
         self.reactor = reactor
         self.refusals = refusals
         self.supervisor = supervisor
+        #: queues the notify steps of runbooks run by hand (None: no notify targets)
+        self.notifier = notifier
         #: each returner's counters, for status (the daemon sets it when returners exist)
         self.returners: Callable[[], dict[str, dict[str, Any]]] = dict
+        #: the retention loop's keep settings and last pass, for status (set by the daemon)
+        self.retention: Callable[[], dict[str, Any]] = dict
         #: jobs run with ``--async``: supervised here, no client waiting
         self._background: set[asyncio.Task[Done]] = set()
         self.table: dict[str, Operation] = {
@@ -477,15 +484,32 @@ class Operations:
         the master asked (each master reaches every minion). Its jobs are an operator's, like
         ``run``: on a standby they carry no epoch (a leader's are fenced with its own)."""
         runbook = load_runbook(find_runbook(req.runbook, self.runbook_roots))
-        problem = runbook.var_problem(req.vars)
+        problem = runbook.var_problem(req.vars) or unknown_notify_target(
+            runbook, self.notifier.names if self.notifier is not None else ()
+        )
         if problem is not None:
             raise RunbookError(problem)
         user = f"orchestrate:{caller.user}"
         leader = self.reactor.leader
         epoch = leader.epoch if leader.leading() else 0
         runner = MasterJobRunner(self.jobs, self.inventory, user, Chain(), epoch)
-        result = await run_runbook(runbook, runner, vars=req.vars, test=req.test)
+        result = await run_runbook(
+            runbook, runner, vars=req.vars, test=req.test, notify=self._step_notifier()
+        )
         await write(Orchestrated.model_validate(result.model_dump(mode="json")))
+
+    def _step_notifier(self) -> NotifyStep | None:
+        """A hand-run runbook's notify steps: each run its own (a run is never resumed)."""
+        notifier = self.notifier
+        if notifier is None:
+            return None
+        run = new_jid()
+
+        async def notify(notice: StepNotice) -> tuple[bool, str]:
+            delivery = f"orchestrate/{run}/step{notice.number}/notify/{notice.target}"
+            return await notifier.step(delivery, notice)
+
+        return notify
 
     # -- status ----------------------------------------------------------------------------
 
@@ -508,6 +532,8 @@ class Operations:
                 ),
                 leadership=_leadership(self.reactor.leader),
                 returners=self.returners(),
+                notify=self.notifier.status() if self.notifier is not None else {},
+                retention=self.retention(),
             )
         )
 

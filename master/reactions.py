@@ -26,7 +26,7 @@ from master.store.base import (
     Store,
 )
 from reactors.model import RenderedAction
-from reactors.orchestrate import JobOutcome, run_runbook
+from reactors.orchestrate import JobOutcome, NotifyStep, StepNotice, run_runbook
 from reactors.rules import FireAction, NotifyAction, OrchestrateAction, RunAction
 from reactors.runbook import Runbook
 from saline.errors import SalineError
@@ -38,6 +38,8 @@ RESUME_POLL = 0.2
 
 #: runs a rule's notify action: (reaction, action index, action) -> (done, detail)
 Notify = Callable[[ReactionRecord, int, NotifyAction], Awaitable[tuple[bool, str]]]
+#: queues a runbook's notify step: (dedup id, notice, reaction) -> (queued, detail)
+NotifyStepOf = Callable[[str, StepNotice, ReactionRecord | None], Awaitable[tuple[bool, str]]]
 
 
 class ReactionExecutor:
@@ -63,6 +65,8 @@ class ReactionExecutor:
         self.finished = finished
         #: runs a rule's notify action (the notifier's; None: no notify targets configured)
         self.notify: Notify | None = None
+        #: queues a runbook's notify step (the notifier's; None: no notify targets)
+        self.notify_step: NotifyStepOf | None = None
 
     async def execute(self, row: ReactionRecord) -> None:
         try:
@@ -159,7 +163,12 @@ class ReactionExecutor:
         self._save(row)
         journaled = JournaledJobRunner(runner, self.store, journal, lambda: self._save(row))
         result = await run_runbook(
-            runbook, journaled, vars=action.vars, test=action.test, fatal=(Fenced,)
+            runbook,
+            journaled,
+            vars=action.vars,
+            test=action.test,
+            fatal=(Fenced,),
+            notify=self._step_notifier(row, index),
         )
         said = "succeeded"
         if not result.success:
@@ -169,6 +178,19 @@ class ReactionExecutor:
         if journaled.replayed:
             said += f" (resumed: {journaled.replayed} journaled job(s) awaited, not resent)"
         return result.success, f"runbook {runbook.name}: {said}"
+
+    def _step_notifier(self, row: ReactionRecord, index: int) -> NotifyStep | None:
+        """The runbook's notify steps, deduplicated by reaction, action and step number (a
+        runbook rerun after a restart tells nobody twice)."""
+        queue = self.notify_step
+        if queue is None:
+            return None
+
+        async def notify(notice: StepNotice) -> tuple[bool, str]:
+            delivery = f"{row.id}/{index}/step{notice.number}/notify/{notice.target}"
+            return await queue(delivery, notice, row)
+
+        return notify
 
     async def _resume(self, progress: ActionProgress) -> tuple[bool, str]:
         jid = progress.jid

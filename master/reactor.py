@@ -80,6 +80,7 @@ class Reactor:
             store, bus, jobs, inventory, self.policy_runbook, self._finished, self._epoch
         )
         self.executor.notify = notifier.action if notifier is not None else None
+        self.executor.notify_step = notifier.step if notifier is not None else None
         self._tasks: set[asyncio.Task[None]] = set()
         #: answers a standby's forwarded request (``master/forward.py``), on the leader
         self.on_request: Callable[[EventRecord], Coroutine[Any, Any, None]] | None = None

@@ -9,10 +9,12 @@ reactions open or awaiting approval, and the events those reactions name.
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from master.config import MasterConfig
 from master.store.base import Cutoffs, Pruned, Store
@@ -103,6 +105,10 @@ class Retention:
         self.pace = pace
         #: rows deleted since the master started, per kind
         self.deleted = Pruned()
+        #: passes run since start; unix time and seconds of the last one (None: none yet)
+        self.passes = 0
+        self.last_pass: float | None = None
+        self.last_seconds = 0.0
 
     async def run_pass(self) -> tuple[Pruned, str]:
         """Prune until nothing older than its keep is left (or only what is needed):
@@ -122,7 +128,23 @@ class Retention:
             # the master stores returns and events between batches
             await asyncio.sleep((time.monotonic() - batch_started) * self.pace)
         self.deleted += done
-        return done, describe(done, time.monotonic() - started)
+        self.passes += 1
+        self.last_pass, self.last_seconds = time.time(), time.monotonic() - started
+        return done, describe(done, self.last_seconds)
+
+    def status(self) -> dict[str, Any]:
+        """For ``saline status``: the keep settings, the last pass, what was deleted."""
+        return {
+            "keep": {
+                "jobs": self.keep.jobs,
+                "events": self.keep.events,
+                "reactions": self.keep.reactions,
+            },
+            "passes": self.passes,
+            "last_pass": self.last_pass,
+            "last_seconds": round(self.last_seconds, 3),
+            "deleted": dataclasses.asdict(self.deleted),
+        }
 
     async def run(self) -> None:
         """Endless: a pass, then sleep ``Keep.interval`` seconds; one line per pass that

@@ -5,10 +5,11 @@ Salt's orchestrate lets a batched rollout carry on after a failed batch. Here, w
 reached is the last batch started, and the runbook stops at that step. Every step ends with a
 :class:`StepResult` whose ``comment`` says why it ended as it did.
 
-Jobs go through an injected :class:`JobRunner`, so this module knows nothing of the master;
-``sleep`` and ``clock`` are injected too, so ``wait_for`` is testable without waiting. In test
-mode nothing changes: ``run`` steps are only planned, ``state`` steps run with ``test=True``
-and ``wait_for`` steps do not poll.
+Jobs go through an injected :class:`JobRunner` and notices through an injected
+:data:`NotifyStep`, so this module knows nothing of the master; ``sleep`` and ``clock`` are
+injected too, so ``wait_for`` is testable without waiting. In test mode nothing changes:
+``run`` steps are only planned, ``state`` steps run with ``test=True``, ``wait_for`` steps do
+not poll and ``notify`` steps tell no one.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from reactors.runbook import (
+    NotifySpec,
     Runbook,
     RunbookError,
     RunSpec,
@@ -39,9 +41,11 @@ __all__ = [
     "JobOutcome",
     "JobRunner",
     "MinionReturn",
+    "NotifyStep",
     "Runbook",
     "RunbookError",
     "RunbookResult",
+    "StepNotice",
     "StepResult",
     "find_runbook",
     "load_runbook",
@@ -145,6 +149,24 @@ class RunbookResult(BaseModel):
 
 
 @dataclass(frozen=True)
+class StepNotice:
+    """What a runbook's ``notify`` step asks to tell: its message, and the steps so far."""
+
+    runbook: str
+    #: the step's 1-based number in the runbook, and its name
+    number: int
+    step: str
+    target: str
+    message: str
+    #: each earlier step's name, result and comment, in order
+    steps: list[dict[str, Any]]
+
+
+#: queues a runbook's notice (the master's notifier): -> (queued, what to say)
+NotifyStep = Callable[[StepNotice], Awaitable[tuple[bool, str]]]
+
+
+@dataclass(frozen=True)
 class _Call:
     """The function a step's jobs call."""
 
@@ -167,18 +189,21 @@ async def run_runbook(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     fatal: tuple[type[SalineError], ...] = (),
+    notify: NotifyStep | None = None,
 ) -> RunbookResult:
     """Run ``runbook``'s steps in order with ``vars`` (merged over the runbook's defaults).
 
     Every step is rendered before the first one runs. Job failures are results, not
     exceptions: only rendering raises, and a runner's error of a ``fatal`` type (a deposed
     leader's fenced write: no further job may be sent), which ends the runbook at once.
+    ``notify`` queues the notices of ``notify`` steps (None: such a step fails, saying so).
 
     :raises RunbookError: a template names an undefined var or renders an invalid target.
     """
     merged = {**runbook.vars, **(vars or {})}
     steps = render_steps(runbook, merged)
     orchestrator = _Orchestrator(runbook.name, runner, merged, test, sleep, clock, fatal)
+    orchestrator.notify = notify
     return await orchestrator.run(steps)
 
 
@@ -203,13 +228,15 @@ class _Orchestrator:
         self.fatal = fatal
         #: names of probe steps: their failures do not fail the runbook
         self.probes: set[str] = set()
+        #: queues the notices of notify steps
+        self.notify: NotifyStep | None = None
 
     async def run(self, steps: list[Step]) -> RunbookResult:
         results: list[StepResult] = []
         self.probes = {step.name for step in steps if step.probe}
         for index, step in enumerate(steps):
             started = self.clock()
-            result = await self._step(step, results)
+            result = await self._step(index + 1, step, results)
             result.duration_ms = round((self.clock() - started) * 1000)
             results.append(result)
             log.info("runbook %s: step %r: %s", self.name, step.name, result.comment)
@@ -231,7 +258,7 @@ class _Orchestrator:
             not_started=not_started,
         )
 
-    async def _step(self, step: Step, previous: list[StepResult]) -> StepResult:
+    async def _step(self, number: int, step: Step, previous: list[StepResult]) -> StepResult:
         result = StepResult(name=step.name, kind=step.kind, result=True)
         try:
             if self._skipped(step, previous):
@@ -239,6 +266,8 @@ class _Orchestrator:
                 result.comment = f"skipped: when {step.when!r} is false"
             elif isinstance(step.spec, WaitForSpec):
                 await self._wait_for(step.spec, result)
+            elif isinstance(step.spec, NotifySpec):
+                await self._notify(number, step, step.spec, result, previous)
             else:
                 await self._job_step(step, step.spec, result)
         except _StepFailed as e:
@@ -254,6 +283,28 @@ class _Orchestrator:
             return not evaluate(step.when, context)
         except RunbookError as e:
             raise _StepFailed(f"when could not be evaluated: {e}") from e
+
+    async def _notify(
+        self,
+        number: int,
+        step: Step,
+        spec: NotifySpec,
+        result: StepResult,
+        previous: list[StepResult],
+    ) -> None:
+        """A ``notify`` step: hand the notice over; its delivery is the notifier's."""
+        if self.test:
+            result.result = None
+            result.comment = f"would notify {spec.target}: {_short(spec.message, 200)}"
+            return
+        if self.notify is None:
+            raise _StepFailed(f"notify {spec.target}: no notify targets are configured")
+        steps = [{"name": r.name, "result": r.result, "comment": r.comment} for r in previous]
+        notice = StepNotice(self.name, number, step.name, spec.target, spec.message, steps)
+        queued, said = await self.notify(notice)
+        if not queued:
+            raise _StepFailed(said)
+        result.comment = said
 
     def _match(self, spec: RunSpec | StateSpec | WaitForSpec) -> list[str]:
         try:

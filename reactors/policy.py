@@ -19,7 +19,13 @@ from reactors.rules import (
     StateAction,
     load_rule_sources,
 )
-from reactors.runbook import Runbook, RunbookError, find_runbook, load_runbook
+from reactors.runbook import (
+    Runbook,
+    RunbookError,
+    find_runbook,
+    load_runbook,
+    unknown_notify_target,
+)
 
 __all__ = ["Policy", "RuleIndex", "load_policy"]
 
@@ -93,6 +99,10 @@ def load_policy(
                 problem = runbook.var_problem(action.vars)
                 if problem is not None:
                     raise RuleError(f"{at}.vars: {problem}")
+                if notify_targets is not None:
+                    problem = unknown_notify_target(runbook, notify_targets)
+                    if problem is not None:
+                        raise RuleError(f"{at}.runbook: {problem}")
                 runbooks[action.runbook] = runbook
             elif isinstance(action, NotifyAction) and notify_targets is not None:
                 if action.target not in notify_targets:

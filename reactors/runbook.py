@@ -1,8 +1,9 @@
 """Runbooks as typed data: ordered orchestration steps across targets (Salt's orchestrate).
 
 A runbook file is YAML with a ``name``, default ``vars`` and ``steps``. Each step has exactly
-one of ``run`` (an execution function), ``state`` (``state.apply``) or ``wait_for`` (poll a
-function until a condition holds on every targeted minion), plus optional ``name``, ``batch``,
+one of ``run`` (an execution function), ``state`` (``state.apply``), ``wait_for`` (poll a
+function until a condition holds on every targeted minion) or ``notify`` (tell people through
+one of the master's notify targets), plus optional ``name``, ``batch``,
 ``failhard`` (default true), ``probe`` (a check whose failure only informs later steps) and
 ``when``. :func:`load_runbook` parses and validates a file;
 every error is a :class:`RunbookError` naming ``file:line`` and the field. :func:`render_steps`
@@ -15,7 +16,7 @@ as a template, so a caller-supplied var cannot add structure or code to a step.
 """
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from saline.targeting import TargetType, compile_target
 from saline.templating import RULE_TEMPLATES, compile_expression, compile_template
 
 __all__ = [
+    "NotifySpec",
     "RunSpec",
     "Runbook",
     "RunbookError",
@@ -48,6 +50,7 @@ __all__ = [
     "find_runbook",
     "load_runbook",
     "render_steps",
+    "unknown_notify_target",
 ]
 
 #: seconds a ``run`` or ``state`` job waits for each minion unless the step says otherwise
@@ -56,11 +59,11 @@ DEFAULT_JOB_TIMEOUT = 300.0
 DEFAULT_POLL_TIMEOUT = 10.0
 RUNBOOK_SUFFIX = ".yaml"
 
-StepKind = Literal["run", "state", "wait_for"]
-STEP_KINDS: tuple[StepKind, ...] = ("run", "state", "wait_for")
+StepKind = Literal["run", "state", "wait_for", "notify"]
+STEP_KINDS: tuple[StepKind, ...] = ("run", "state", "wait_for", "notify")
 #: the fields of a step's spec whose strings are templates; ``condition`` and ``when`` are
-#: expressions evaluated at run time, never rendered
-_TEMPLATED = ("target", "function", "args", "kwargs", "states")
+#: expressions evaluated at run time, never rendered; a notify ``target`` is a literal name
+_TEMPLATED = ("target", "function", "args", "kwargs", "states", "message")
 # a library name: slash-separated words; no dots, so no "..", no suffix, nothing absolute
 _NAME_RE = re.compile(r"\w[\w-]*(/\w[\w-]*)*")
 
@@ -151,14 +154,29 @@ class WaitForSpec(_Targeted):
     _condition = field_validator("condition")(_check_expression)
 
 
+class NotifySpec(_Model):
+    """``notify``: queue a notice to one of the master's ``notify`` targets (the runbook does
+    not wait for its delivery; the notice carries the steps run so far)."""
+
+    #: a literal target name from the master's ``notify`` setting (checked at load)
+    target: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    #: a template over ``vars``
+    message: str = Field(min_length=1, max_length=4096)
+
+
+#: a step's spec, by kind
+Spec = RunSpec | StateSpec | WaitForSpec | NotifySpec
+
+
 class Step(_Model):
-    """One step: exactly one of ``run``, ``state`` or ``wait_for``."""
+    """One step: exactly one of ``run``, ``state``, ``wait_for`` or ``notify``."""
 
     #: unique in the runbook; defaults to ``step N`` (1-based); never rendered
     name: str = ""
     run: RunSpec | None = None
     state: StateSpec | None = None
     wait_for: WaitForSpec | None = None
+    notify: NotifySpec | None = None
     #: minions per batch, in sorted id order; none: all at once
     batch: int | None = Field(default=None, ge=1)
     #: a failed step (or batch) stops the runbook
@@ -176,9 +194,9 @@ class Step(_Model):
         kinds = [kind for kind in STEP_KINDS if getattr(self, kind) is not None]
         if len(kinds) != 1:
             found = f" (found {', '.join(kinds)})" if kinds else ""
-            raise ValueError(f"a step needs exactly one of run, state, wait_for{found}")
-        if self.wait_for is not None and self.batch is not None:
-            raise ValueError("batch does not apply to wait_for")
+            raise ValueError(f"a step needs exactly one of {', '.join(STEP_KINDS)}{found}")
+        if (self.wait_for or self.notify) is not None and self.batch is not None:
+            raise ValueError(f"batch does not apply to {self.kind}")
         if self.probe and "failhard" in self.model_fields_set and self.failhard:
             raise ValueError("a probe never stops the runbook: drop failhard: true")
         return self
@@ -188,8 +206,8 @@ class Step(_Model):
         return next(kind for kind in STEP_KINDS if getattr(self, kind) is not None)
 
     @property
-    def spec(self) -> RunSpec | StateSpec | WaitForSpec:
-        spec: RunSpec | StateSpec | WaitForSpec | None = self.run or self.state or self.wait_for
+    def spec(self) -> Spec:
+        spec: Spec | None = self.run or self.state or self.wait_for or self.notify
         assert spec is not None  # guaranteed by _one_kind
         return spec
 
@@ -353,11 +371,25 @@ def _render_step(runbook: Runbook, index: int, step: Step, context: Mapping[str,
     except RunbookError as e:
         raise RunbookError(f"{where}: {e}") from e
     rendered = spec.model_copy(update=update)
-    try:
-        compile_target(rendered.target, rendered.tgt_type)
-    except TargetError as e:
-        raise RunbookError(f"{where}: {step.kind}.target: {e}") from e
+    if isinstance(rendered, _Targeted):
+        try:
+            compile_target(rendered.target, rendered.tgt_type)
+        except TargetError as e:
+            raise RunbookError(f"{where}: {step.kind}.target: {e}") from e
     return step.model_copy(update={step.kind: rendered})
+
+
+def unknown_notify_target(runbook: Runbook, known: Collection[str]) -> str | None:
+    """``file:line: step 'name': notify.target: ...`` for the first ``notify`` step naming a
+    target that is not in ``known`` (the master's ``notify`` names); None if all are."""
+    for index, step in enumerate(runbook.steps):
+        if step.notify is not None and step.notify.target not in known:
+            have = f"known: {', '.join(sorted(known))}" if known else "none configured"
+            return (
+                f"{runbook.where(index)}: step {step.name!r}: notify.target: no notify target "
+                f"{step.notify.target!r} ({have})"
+            )
+    return None
 
 
 def find_runbook(name: str, roots: list[Path]) -> Path:

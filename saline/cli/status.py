@@ -44,6 +44,14 @@ def status(ctx: click.Context, out: str) -> None:
             f"returner {name}: {ret['queued']} queued, {ret['shipped']} shipped, "
             f"{ret['dropped']} dropped{trouble}"
         )
+    for name, told in sorted(result.get("notify", {}).items()):
+        trouble = ", ".join(f"{told[k]} {k}" for k in ("retried", "failed", "dropped") if told[k])
+        click.echo(
+            f"notify {name}: {told['sent']} sent, {told['queued']} queued"
+            + (f", {trouble}" if trouble else "")
+        )
+    if result.get("retention"):
+        click.echo(_retention(result["retention"]))
     refusals = result["refusals"]
     if refusals:
         click.echo("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(refusals.items())))
@@ -64,3 +72,17 @@ def _leadership(lead: dict[str, Any]) -> str:
     if lead.get("error"):
         line += f"; etcd: {lead['error']}"
     return line
+
+
+def _retention(retention: dict[str, Any]) -> str:
+    """``retention: last pass 12:00:01 (0.004s), deleted since start: 120 events, 3 jobs``."""
+    if not any(retention["keep"].values()):
+        return "retention: off (keep_jobs, keep_events and keep_reactions are 0)"
+    if retention["last_pass"] is None:
+        return "retention: no pass yet"
+    when = datetime.fromtimestamp(retention["last_pass"]).strftime("%H:%M:%S")
+    deleted = [f"{n} {kind}" for kind, n in retention["deleted"].items() if n]
+    return (
+        f"retention: last pass {when} ({retention['last_seconds']:g}s), "
+        f"deleted since start: {', '.join(deleted) or 'nothing'}"
+    )

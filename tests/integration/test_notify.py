@@ -11,8 +11,9 @@ import pytest
 
 from saline.lab.lab import Lab
 from tests.endpoints import HttpSink, http_sink
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_reactor import fire, history, reload, rules
-from tests.support import events, restart_master, saline, wait_for
+from tests.support import events, restart_master, saline, status, wait_for
 
 SECRET = "lab-hmac-secret"
 
@@ -87,3 +88,84 @@ def test_an_escalation_notifies_once_across_a_master_restart(
     proc = saline(lab, "reactor", "reload")
     assert proc.returncode == 1
     assert "zz-bad.yaml:1: rule 'bad': do.0.notify.target: no notify target 'pager'" in proc.stderr
+
+
+NOTIFYING_BOOK = """\
+name: tell
+vars: {node: be1}
+steps:
+  - name: probe
+    run: {target: "{{ vars.node }}", function: cmd.run, args: ["false"]}
+    probe: true
+  - name: page
+    notify: {target: hook, message: "the probe failed on {{ vars.node }}"}
+"""
+
+
+def test_a_runbook_notify_step_from_a_reaction_and_by_hand(notify_lab: Lab, sink: HttpSink) -> None:
+    lab = notify_lab
+    (lab.directory / "runbooks").mkdir(exist_ok=True)
+    (lab.directory / "runbooks" / "tell.yaml").write_text(NOTIFYING_BOOK)
+    rules(
+        lab,
+        "tell",
+        """\
+        - name: tell
+          on: test/tell
+          do:
+            - orchestrate: {runbook: tell}
+        """,
+    )
+    reload(lab)
+    fire(lab, "test/tell", {})
+    wait_for(lambda: sink.requests, 30, "the runbook's notice")
+    [reacted] = [r.json() for r in sink.requests]
+    [row] = history(lab, "tell")
+    assert sink.requests[0].headers["X-Saline-Delivery"] == f"{row['id']}/0/step2/notify/hook"
+    assert reacted["kind"] == "notify" and reacted["message"] == "the probe failed on be1"
+    assert reacted["reaction"] == row["id"] and reacted["event"]["tag"] == "test/tell"
+    [probe] = reacted["runbook"]["steps"]
+    assert reacted["runbook"]["step"] == "page" and probe["name"] == "probe"
+    assert probe["result"] is False and "be1: failed" in probe["comment"]
+    wait_for(lambda: history(lab, "tell")[0]["outcome"] == "ok", 30, "the reaction's end")
+
+    proc = saline(lab, "orchestrate", "tell", "--var", "node=be1", "--out", "json")
+    assert proc.returncode == 0, proc.stderr
+    page = json.loads(proc.stdout)["steps"][1]
+    assert (page["kind"], page["result"], page["comment"]) == (
+        "notify",
+        True,
+        "notify hook: queued",
+    )
+    wait_for(lambda: len(sink.requests) == 2, 20, "the hand-run runbook's notice")
+    by_hand = sink.requests[1].json()
+    assert by_hand["rule"] == "runbook/tell" and by_hand["reaction"] is None
+    assert sink.requests[1].headers["X-Saline-Delivery"].startswith("orchestrate/")
+
+    proc = saline(lab, "orchestrate", "tell", "--test", "--out", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["steps"][1]["comment"].startswith("would notify hook")
+
+    (lab.directory / "runbooks" / "pager.yaml").write_text(
+        "steps:\n  - notify: {target: pager, message: hi}\n"
+    )
+    proc = saline(lab, "orchestrate", "pager")
+    assert proc.returncode != 0
+    assert "pager.yaml:2: step 'step 1': notify.target: no notify target 'pager'" in proc.stderr
+    assert "(known: hook)" in proc.stderr
+    assert len(sink.requests) == 2
+
+    # the deliveries counted: in status (JSON and the human line) and on the metrics endpoint
+    wait_for(lambda: status(lab)["notify"]["hook"]["queued"] == 0, 20, "the queue drained")
+    assert status(lab)["notify"]["hook"] == {
+        "queued": 0,
+        "sent": 2,
+        "retried": 0,
+        "failed": 0,
+        "dropped": 0,
+        "duplicate": 0,
+    }
+    assert "notify hook: 2 sent, 0 queued\n" in saline(lab, "status").stdout
+    samples = scrape(lab)
+    assert value(samples, "saline_notify_total", target="hook", outcome="sent") == 2
+    assert value(samples, "saline_notify_queued", target="hook") == 0

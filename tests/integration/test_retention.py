@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from saline.lab.lab import Lab
+from tests.integration.test_metrics import scrape, value
 from tests.support import events, run_json, saline, status, wait_for
 
 
@@ -51,3 +52,16 @@ def test_old_events_disappear_while_the_master_keeps_serving(short_memory_lab: L
     doc = json.loads(stats.stdout)
     assert doc["tables"]["jobs"]["rows"] >= 1  # jobs are kept 7 days by default
     assert doc["tables"]["events"]["rows"] < second  # events are not
+
+    # its counters: in status (JSON and the human line) and on the metrics endpoint
+    retention = status(lab)["retention"]
+    assert retention["keep"]["events"] == 1.0 and retention["passes"] >= 1
+    assert retention["deleted"]["events"] >= 2 and retention["last_pass"] is not None
+    human = saline(lab, "status").stdout
+    assert re.search(
+        r"retention: last pass [\d:]+ \([\d.e-]+s\), deleted since start: \d+ events", human
+    ), human
+    samples = scrape(lab)
+    assert value(samples, "saline_retention_deleted_total", kind="events") >= 2
+    assert value(samples, "saline_retention_passes_total") >= 1
+    assert value(samples, "saline_retention_last_pass_timestamp_seconds") > 0

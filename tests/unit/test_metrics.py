@@ -22,10 +22,13 @@ from master.etcd_gateway import EtcdGateway
 from master.leadership import Leadership
 from master.metrics import MasterMetrics, MetricsServer, StateCollector, StateParts
 from master.minion_socket import MinionSocket
+from master.notify import Notifier
+from master.notify_config import WebhookTarget
 from master.observations import Observations
 from master.presence import Presence
+from master.retention import Keep, Retention
 from master.stats import Refusals
-from master.store.base import EventRecord
+from master.store.base import EventRecord, Pruned
 from master.store.sqlite import SqliteStore
 from reactors.model import Decision, Verdict
 from reactors.state import Awaiting, InFlight, ReactorState
@@ -70,6 +73,9 @@ class Parts:
         self.store = SqliteStore(tmp / "jobs.sqlite")
         self.bus = EventBus(self.store)
         self.socket = MinionSocket()
+        hook = WebhookTarget(name="hook", kind="webhook", url="http://127.0.0.1:9/")
+        self.notifier = Notifier([hook], ["escalated"], self.store, self.bus, tmp)
+        self.retention = Retention(self.store, Keep(0, 1, 0))
         self.collector = StateCollector(
             StateParts(
                 keys=self.keys,
@@ -80,6 +86,8 @@ class Parts:
                 bus=self.bus,
                 socket=self.socket,
                 leadership=leadership,
+                notifier=self.notifier,
+                retention=self.retention,
             )
         )
         self.metrics = MasterMetrics()
@@ -215,6 +223,23 @@ def test_counts_of_acts_and_store_write_latency(parts: Parts) -> None:
     assert value(s, "saline_store_write_seconds_count", kind="returns") == 0
 
 
+def test_notify_and_retention_counters(parts: Parts) -> None:
+    before = parts.scrape()
+    assert value(before, "saline_notify_total", target="hook", outcome="sent") == 0
+    assert ("saline_retention_last_pass_timestamp_seconds", ()) not in before  # no pass yet
+    parts.notifier.target_counts["hook"].update(sent=3, failed=1)
+    parts.retention.deleted += Pruned(jobs=2, returns=4, events=7)
+    parts.retention.passes, parts.retention.last_pass = 2, 1_700_000_000.0
+    samples = parts.scrape()
+    assert value(samples, "saline_notify_total", target="hook", outcome="sent") == 3
+    assert value(samples, "saline_notify_total", target="hook", outcome="failed") == 1
+    assert value(samples, "saline_notify_queued", target="hook") == 0
+    assert value(samples, "saline_retention_deleted_total", kind="events") == 7
+    assert value(samples, "saline_retention_deleted_total", kind="returns") == 4
+    assert value(samples, "saline_retention_passes_total") == 2
+    assert value(samples, "saline_retention_last_pass_timestamp_seconds") == 1_700_000_000.0
+
+
 def test_each_master_has_its_own_registry(tmp_path: Path) -> None:
     a, b = Parts(tmp_path / "a"), Parts(tmp_path / "b")
     a.metrics.jobs_started.inc(3)
@@ -290,7 +315,7 @@ def test_alert_rules_name_only_exported_metrics(tmp_path: Path) -> None:
     alerts = {r["alert"] for r in rules}
     for wanted in ("MinionOffline", "BeaconBad", "Escalated", "ReactionFailed", "Refusals"):
         assert any(wanted in a for a in alerts), wanted
-    assert "SalineNoLeader" in alerts
+    assert {"SalineNoLeader", "SalineNotifyFailing"} <= alerts
     for rule in rules:
         assert named(rule["expr"]), rule["alert"]
         assert named(rule["expr"]) <= known, (rule["alert"], named(rule["expr"]) - known)

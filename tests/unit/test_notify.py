@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,9 +18,11 @@ from master.bus import EventBus
 from master.config import MasterConfig
 from master.notify import Notifier
 from master.notify_config import NotifyTarget
+from master.notify_send import Notice, render
 from master.store.base import ActionProgress, EventRecord, ReactionRecord
 from master.store.sqlite import SqliteStore
 from reactors.model import RenderedAction
+from reactors.orchestrate import StepNotice
 from reactors.policy import load_policy
 from reactors.rules import NotifyAction, RuleError, RunAction
 from saline.errors import ConfigError
@@ -372,6 +375,81 @@ def test_the_notify_action_and_masking(world: World, sink: HttpSink) -> None:
     body = sink.requests[0].json()
     assert body["kind"] == "notify" and body["message"] == "etcd is down on be1"
     assert body["event"]["data"] == {"name": "etcd", "password": "***", "note": "key ***"}
+
+
+def test_a_runbook_step_notice_carries_the_steps_so_far(world: World, sink: HttpSink) -> None:
+    notifier = world.notifier([hook(sink, secret=SECRET)])
+    cause = world.cause()
+    row = ReactionRecord("r7", cause.seq, cause.tag, "heal", "fire", "fired", "be2")
+    steps = [{"name": "probe", "result": False, "comment": f"failed: token {SECRET}"}]
+    notice = StepNotice("chef/ladder", 2, "tell", "hook", "rung 1 failed on be2", steps)
+
+    async def scenario() -> list[tuple[bool, str]]:
+        async with running(notifier):
+            said = [await notifier.step("r7/0/step2/notify/hook", notice, row)]
+            said.append(await notifier.step("r7/0/step2/notify/hook", notice, row))
+            await until(lambda: sink.requests)
+            await until(notifier.idle)
+            said.append(await notifier.step("r7/0/step2/notify/hook", notice, row))
+            by_hand = StepNotice("chef/ladder", 1, "t", "hook", "by hand", [])
+            said.append(await notifier.step("orchestrate/1/step1/notify/hook", by_hand))
+            said.append(await notifier.step("x", StepNotice("r", 1, "t", "pager", "m", [])))
+            await until(lambda: len(sink.requests) == 2)
+            await until(notifier.idle)
+            return said
+
+    said = asyncio.run(scenario())
+    assert said == [
+        (True, "notify hook: queued"),
+        (True, "notify hook: already queued"),
+        (True, "notify hook: already delivered"),
+        (True, "notify hook: queued"),
+        (False, "no notify target 'pager'"),
+    ]
+    first, by_hand = (r.json() for r in sink.requests)
+    assert sink.requests[0].headers["X-Saline-Delivery"] == "r7/0/step2/notify/hook"
+    assert first["kind"] == "notify" and first["message"] == "rung 1 failed on be2"
+    assert first["rule"] == "heal" and first["reaction"] == "r7"
+    assert first["runbook"] == {
+        "name": "chef/ladder",
+        "step": "tell",
+        "number": 2,
+        "steps": [{"name": "probe", "result": False, "comment": "failed: token ***"}],
+    }
+    assert by_hand["rule"] == "runbook/chef/ladder" and by_hand["reaction"] is None
+    assert by_hand["link"] == "saline jobs list"
+
+
+def test_slack_and_mail_text_list_the_runbook_steps() -> None:
+    body = {
+        "rule": "heal",
+        "runbook": {
+            "name": "chef/ladder",
+            "step": "tell",
+            "steps": [{"name": "probe", "result": False, "comment": "be2 out_of_sync"}],
+        },
+    }
+    target = TARGETS.validate_python([{"name": "c", "kind": "slack", "url": "http://x/y"}])[0]
+    rendered = render(target, Notice("id", "c", "notify", "heal", "", body), {})
+    text = json.loads(rendered.body)["blocks"][1]["text"]["text"]
+    assert "runbook chef/ladder, step 'tell'; before it:\n  probe: FAILED: be2 out_of_sync" in text
+
+
+def test_a_runbook_naming_an_unknown_target_fails_the_rules_load(tmp_path: Path) -> None:
+    rules, books = tmp_path / "rules", tmp_path / "runbooks"
+    rules.mkdir()
+    books.mkdir()
+    (rules / "r.yaml").write_text(
+        "- name: heal\n  on: x/y\n  do:\n    - orchestrate: {runbook: tell}\n"
+    )
+    (books / "tell.yaml").write_text("steps:\n  - notify: {target: pager, message: hi}\n")
+    with pytest.raises(
+        RuleError,
+        match=r"r\.yaml:1: rule 'heal': do\.0\.orchestrate\.runbook: .*tell\.yaml:2: step "
+        r"'step 1': notify\.target: no notify target 'pager' \(known: hook\)",
+    ):
+        load_policy([rules], [books], notify_targets={"hook"})
+    assert load_policy([rules], [books], notify_targets={"pager"}).runbooks["tell"]
 
 
 def test_a_full_queue_drops_and_counts(world: World, sink: HttpSink) -> None:

@@ -20,11 +20,12 @@ from reactors.orchestrate import (
     MinionReturn,
     RunbookError,
     RunbookResult,
+    StepNotice,
     find_runbook,
     load_runbook,
     run_runbook,
 )
-from reactors.runbook import Runbook
+from reactors.runbook import Runbook, unknown_notify_target
 from saline.errors import SalineError, TargetError
 from saline.targeting import match_minions
 
@@ -513,6 +514,116 @@ def test_load_from_file_parses_durations_and_defaults(tmp_path: Path) -> None:
     assert runbook.where(0) == f"{path}:3"
     with pytest.raises(RunbookError, match=r"nope\.yaml: cannot read runbook"):
         load_runbook(tmp_path / "nope.yaml")
+
+
+# --- notify steps ----------------------------------------------------------------------------
+
+NOTIFYING = """
+name: ladder
+vars: {node: be2}
+steps:
+  - name: probe
+    run: {target: "{{ vars.node }}", function: postgres.replication}
+    probe: true
+  - name: tell
+    notify: {target: pager, message: "rung 1 did not heal {{ vars.node }}"}
+  - name: after
+    run: {target: be1, function: test.ping}
+"""
+
+
+class Told:
+    """A notifier for the orchestrator: records each notice, answers as scripted."""
+
+    def __init__(self, answer: tuple[bool, str] = (True, "notify pager: queued")) -> None:
+        self.answer = answer
+        self.notices: list[StepNotice] = []
+
+    async def __call__(self, notice: StepNotice) -> tuple[bool, str]:
+        self.notices.append(notice)
+        return self.answer
+
+
+def notifying(runner: FakeRunner, told: Told | None, test: bool = False) -> RunbookResult:
+    return asyncio.run(
+        run_runbook(
+            load_runbook(NOTIFYING),
+            runner,
+            test=test,
+            sleep=runner.clock.sleep,
+            clock=runner.clock,
+            notify=told,
+        )
+    )
+
+
+def test_a_notify_step_hands_its_notice_over_with_the_steps_so_far(runner: FakeRunner) -> None:
+    runner.script[("be2", "postgres.replication")] = Reply("fail", "out_of_sync")
+    told = Told()
+    result = notifying(runner, told)
+    [notice] = told.notices
+    assert (notice.runbook, notice.number, notice.step, notice.target) == (
+        "ladder",
+        2,
+        "tell",
+        "pager",
+    )
+    assert notice.message == "rung 1 did not heal be2"  # rendered over vars
+    [probe] = notice.steps
+    assert probe["name"] == "probe" and probe["result"] is False
+    assert "failed on 1 of 1 minion(s): be2: failed (retcode 1)" in probe["comment"]
+    tell = result.steps[1]
+    assert (tell.kind, tell.result, tell.comment) == ("notify", True, "notify pager: queued")
+    assert runner.targets() == ["be2", "be1"]  # the runbook went on after telling
+    assert result.success  # the probe's failure informs, it does not fail the runbook
+
+
+def test_a_refused_notice_fails_the_step_and_failhard_stops(runner: FakeRunner) -> None:
+    told = Told((False, "notify pager: its queue is full; dropped"))
+    result = notifying(runner, told)
+    assert result.steps[1].result is False
+    assert result.steps[1].comment == "notify pager: its queue is full; dropped"
+    assert result.stopped_at == "tell" and result.not_started == ["after"]
+    assert runner.targets() == ["be2"]
+
+
+def test_a_notify_step_without_a_notifier_fails_saying_so(runner: FakeRunner) -> None:
+    result = notifying(runner, None)
+    assert result.steps[1].comment == "notify pager: no notify targets are configured"
+    assert result.stopped_at == "tell"
+
+
+def test_test_mode_tells_no_one(runner: FakeRunner) -> None:
+    told = Told()
+    result = notifying(runner, told, test=True)
+    assert told.notices == []
+    assert result.steps[1].result is None
+    assert result.steps[1].comment == "would notify pager: 'rung 1 did not heal be2'"
+
+
+def test_notify_steps_are_checked_at_load() -> None:
+    with pytest.raises(
+        RunbookError, match=r"<runbook>:3: steps\[0\]: .*batch does not apply to notify"
+    ):
+        load_runbook("name: x\nsteps:\n  - notify: {target: pager, message: hi}\n    batch: 1\n")
+    with pytest.raises(RunbookError, match=r"steps\[0\]\.notify\.target: String should match"):
+        load_runbook("name: x\nsteps:\n  - notify: {target: '{{ vars.t }}', message: hi}\n")
+    with pytest.raises(RunbookError, match=r"notify\.message: syntax error"):
+        load_runbook("name: x\nsteps:\n  - notify: {target: pager, message: '{{ oops'}\n")
+    with pytest.raises(RunbookError, match=r"notify\.message: undefined: 'dict object' has no"):
+        asyncio.run(
+            run_runbook(
+                load_runbook(NOTIFYING.replace('vars.node }}"}', 'vars.gone }}"}')),
+                FakeRunner({}, FakeClock()),
+            )
+        )
+    runbook = load_runbook(NOTIFYING, "lib/ladder.yaml")
+    assert unknown_notify_target(runbook, {"pager"}) is None
+    assert unknown_notify_target(runbook, {"chat", "mail"}) == (
+        "lib/ladder.yaml:8: step 'tell': notify.target: no notify target 'pager' "
+        "(known: chat, mail)"
+    )
+    assert str(unknown_notify_target(runbook, ())).endswith("(none configured)")
 
 
 # --- the library -----------------------------------------------------------------------------
