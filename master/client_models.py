@@ -276,6 +276,20 @@ class RuleList(Result):
     awaiting: list[str]
 
 
+class ReactorView(Result):
+    """What the reactor sees now: a snapshot ``saline reactor simulate --view`` starts from."""
+
+    #: the last stored event's seq: record from here (``saline events --since SEQ``)
+    seq: int
+    #: accepted minion id -> grains
+    minions: dict[str, dict[str, Any]]
+    online: list[str]
+    #: minion -> beacon -> latest observation
+    observations: dict[str, dict[str, dict[str, Any]]]
+    #: the reactor's memory: throttles, in flight, flap history, pending
+    state: dict[str, Any]
+
+
 class HistoryRow(BaseModel):
     id: str
     event_seq: int | None

@@ -46,6 +46,7 @@ from master.client_models import (
     ReactionRequest,
     ReactorHistoryRequest,
     ReactorStatus,
+    ReactorView,
     Reply,
     Request,
     RuleList,
@@ -165,6 +166,7 @@ class Operations:
             "fire": Operation(Role.ADMIN, FireRequest, self.fire),
             "reactor_list": Operation(Role.ACL, PlainRequest, self.reactor_list),
             "reactor_history": Operation(Role.ACL, ReactorHistoryRequest, self.reactor_history),
+            "reactor_view": Operation(Role.ACL, PlainRequest, self.reactor_view),
             "reactor_pause": Operation(
                 Role.ADMIN, PlainRequest, self._leader_only(self.reactor_pause)
             ),
@@ -427,6 +429,18 @@ class Operations:
                 rules=[r.model_dump(mode="json") for r in self.reactor.rules],
                 in_flight=sorted(state.in_flight),
                 awaiting=sorted(state.awaiting),
+            )
+        )
+
+    async def reactor_view(self, caller: Caller, req: PlainRequest, write: Write) -> None:
+        view = self.reactor.view()
+        await write(
+            ReactorView(
+                seq=self.store.last_event_seq(),
+                minions=view.inventory,
+                online=sorted(view.online_ids or ()),
+                observations=view.observations,
+                state=self.reactor.current_state().model_dump(mode="json"),
             )
         )
 

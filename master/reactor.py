@@ -294,7 +294,7 @@ class Reactor:
         now = time.time()
         try:
             [decision] = evaluate(
-                _as_event(record), [rule], view, self.state, now, max_chain_depth=self.max_depth
+                as_event(record), [rule], view, self.state, now, max_chain_depth=self.max_depth
             )
         except Exception as e:  # a bug in a rule, guard or template must not stop the reactor
             log.exception("rule %s raised on event %s (seq %s)", rule.name, record.tag, record.seq)
@@ -350,7 +350,7 @@ class Reactor:
             task.cancel()
 
 
-def _as_event(record: EventRecord) -> Event:
+def as_event(record: EventRecord) -> Event:
     return Event(
         id=str(record.seq),
         tag=record.tag,

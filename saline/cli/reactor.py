@@ -1,10 +1,12 @@
 """``saline reactor``: rules, their decisions (the audit trail), and the operator's switches."""
 
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import click
 
-from saline.cli.common import OUT_CHOICE, client, dump
+from saline.cli.common import OUT_CHOICE, client, dump, master_config
 
 
 @click.group()
@@ -111,3 +113,113 @@ def forget(ctx: click.Context, rule: str | None, key: str | None) -> None:
     """
     with client(ctx) as master:
         click.echo(master.request("reactor_forget", rule=rule, key=key)["message"])
+
+
+@reactor.command()
+@click.option("--out", type=click.Choice(["json", "yaml"]), default="json")
+@click.pass_context
+def view(ctx: click.Context, out: str) -> None:
+    """What the reactor sees now: minions and grains, who is online, the latest beacon
+    observations and the reactor's memory; the snapshot `simulate --view` starts from.
+
+    Record an incident from here with `saline events --since SEQ --out json` (SEQ is the
+    snapshot's `seq`)."""
+    with client(ctx) as master:
+        result = master.request("reactor_view")
+    result.pop("type", None)
+    click.echo(dump(result, out))
+
+
+@reactor.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rule_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="rule directory to rehearse (repeatable; default: the master's reactor_dirs); "
+    "saline's shipped rules are always loaded first, as the master does",
+)
+@click.option(
+    "--view",
+    "view_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="the cluster view to start from (`saline reactor view` output)",
+)
+@click.option(
+    "--reaction-time",
+    default="30s",
+    show_default=True,
+    help="how long a fired reaction the recording has no end for is assumed to run",
+)
+@click.option("--all", "show_all", is_flag=True, help="also list skips on a false condition")
+@click.option("--out", type=OUT_CHOICE, default="human")
+@click.pass_context
+def simulate(
+    ctx: click.Context,
+    events: Path,
+    rule_dirs: tuple[Path, ...],
+    view_path: Path | None,
+    reaction_time: str,
+    show_all: bool,
+    out: str,
+) -> None:
+    """Replay recorded EVENTS (`saline events --out json` lines) against the rules on a
+    simulated clock and print every decision with its reason and the jobs it would have
+    sent, beside what the real reactor decided when the recording holds it. Acts on
+    nothing: no job, no event, nothing stored."""
+    from master.simulate import Simulation, load_events, load_snapshot
+    from reactors.policy import load_policy
+    from reactors.shipped import SHIPPED_RULES, SHIPPED_RUNBOOKS
+    from saline.durations import parse_duration
+    from saline.errors import SalineError
+
+    try:
+        seconds = parse_duration(reaction_time)
+        config = master_config(ctx)
+        dirs = list(rule_dirs) or [d for d in config.reactor_dirs if d.is_dir()]
+        runbooks = [*config.runbook_roots, SHIPPED_RUNBOOKS]
+        policy = load_policy([SHIPPED_RULES, *dirs], runbooks)
+        snapshot = load_snapshot(view_path) if view_path is not None else None
+        recorded = load_events(events)
+        simulation = Simulation(
+            policy, snapshot, max_depth=config.reactor_max_depth, reaction_seconds=seconds
+        )
+        results = simulation.run(recorded)
+    except (SalineError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    start = recorded[0].ts if recorded else 0.0
+    if out != "human":
+        click.echo(dump({"decisions": [r.as_dict(start) for r in results]}, out))
+        return
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.decision.verdict.value] = counts.get(r.decision.verdict.value, 0) + 1
+    compared = [r for r in results if r.real is not None]
+    differing = [r for r in compared if r.differs]
+    click.echo(
+        f"replayed {len(recorded)} events against {len(policy.rules)} rules: "
+        + (", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no decisions")
+        + f"; {len(compared)} compared with the recording, {len(differing)} differ"
+    )
+    for r in results:
+        if not show_all and r.decision.reason == "condition false" and not r.differs:
+            continue
+        click.echo(_simulated_line(r.as_dict(start)))
+
+
+def _simulated_line(d: dict[str, Any]) -> str:
+    """``+12.3s #1234 TAG  RULE  fire (key be2): reason`` and the actions and real verdict."""
+    seq = f"#{d['seq']}" if d["seq"] is not None else "(timer)"
+    key = f" (key {d['key']})" if d["key"] else ""
+    lines = [
+        f"+{d['offset']:.1f}s {seq} {d['event']}  {d['rule']}  {d['verdict']}{key}: {d['reason']}"
+    ]
+    lines += [f"      would {action}" for action in d["actions"] if d["verdict"] == "fire"]
+    if d["ended"]:
+        lines.append(f"      ended: {d['ended']}")
+    real = d["real"]
+    if real is not None and d["differs"]:
+        lines.append(f"      DIFFERS: the reactor decided {real['verdict']}: {real['reason']}")
+    return "\n".join(lines)
