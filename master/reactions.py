@@ -27,7 +27,13 @@ from master.store.base import (
 )
 from reactors.model import RenderedAction
 from reactors.orchestrate import JobOutcome, NotifyStep, StepNotice, run_runbook
-from reactors.rules import FireAction, NotifyAction, OrchestrateAction, RunAction
+from reactors.rules import (
+    EscalateAction,
+    FireAction,
+    NotifyAction,
+    OrchestrateAction,
+    RunAction,
+)
 from reactors.runbook import Runbook
 from saline.errors import SalineError
 
@@ -136,6 +142,8 @@ class ReactionExecutor:
             return await self.notify(row, index, action)
         if isinstance(action, OrchestrateAction):
             return await self._orchestrate(row, index, action, runner)
+        if isinstance(action, EscalateAction):  # decided as an escalation, never fired
+            return False, f"escalate is a decision, not an action: {action.reason}"
         if isinstance(action, RunAction):
             fun, args, kwargs = action.function, action.args, action.kwargs
         else:

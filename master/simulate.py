@@ -10,9 +10,10 @@ memory) and follows the recorded beacon and presence events.
 
 A fired reaction holds its in-flight slot until it ends. When the recording holds the real
 reactor's decision for the same event and rule and that reaction's end, the simulated one
-ends at the same time with the same outcome; otherwise it is assumed to succeed after
-``reaction_seconds``. Each decision is set beside the real one when the recording has it,
-so a rule change can be rehearsed against last night's incident.
+ends at the same time with the same outcome; when the real one fired and had not ended
+when the recording stops, the simulated one holds its slot to the end; otherwise it is
+assumed to succeed after ``reaction_seconds``. Each decision is set beside the real one
+when the recording has it, so a rule change can be rehearsed against last night's incident.
 """
 
 import json
@@ -30,7 +31,13 @@ from master.store.base import EventRecord
 from reactors.engine import due, evaluate, finish
 from reactors.model import Decision, RenderedAction, Verdict
 from reactors.policy import Policy
-from reactors.rules import FireAction, NotifyAction, OrchestrateAction, RunAction
+from reactors.rules import (
+    EscalateAction,
+    FireAction,
+    NotifyAction,
+    OrchestrateAction,
+    RunAction,
+)
 from reactors.state import ReactorState
 from reactors.view import StaticView
 from saline.errors import SalineError
@@ -180,6 +187,8 @@ def describe(rendered: RenderedAction) -> str:
         return f"fire {action.tag}"
     if isinstance(action, NotifyAction):
         return f"notify {action.target}: {action.message}"
+    if isinstance(action, EscalateAction):
+        return f"escalate: {action.reason}"
     states = ", ".join(action.states) or "highstate"
     return f"state {states} on {action.target} ({action.tgt_type.value})"
 
@@ -248,6 +257,9 @@ class Simulation:
         recorded = _Recorded.read(events)
         if events:
             self.start = self.clock = events[0].ts
+        for rid in self.state.in_flight:  # the snapshot's: they end when the recording says
+            when, ok = recorded.ends.get(rid, (math.inf, True))
+            self.ends[rid] = (when, ok, "")
         for record in events:
             self._advance(record.ts, recorded)
             self._observe(record)
@@ -282,9 +294,12 @@ class Simulation:
         self.results.append(result)
         if decision.verdict is not Verdict.FIRE or decision.reaction_id is None:
             return
-        end = recorded.ends.get(real.reaction or "") if real and real.verdict == "fire" else None
+        really_fired = real is not None and real.verdict == "fire"
+        end = recorded.ends.get(real.reaction or "") if real is not None and really_fired else None
         if end is not None:
             self.ends[decision.reaction_id] = (end[0], end[1], "ok" if end[1] else "failed")
+        elif really_fired:  # the real one was still running when the recording ended
+            self.ends[decision.reaction_id] = (math.inf, True, "")
         else:
             self.ends[decision.reaction_id] = (decision.at + self.reaction_seconds, True, "")
         self.fired[decision.reaction_id] = result
@@ -303,7 +318,8 @@ class Simulation:
                 if when <= self.clock:
                     del self.ends[rid]
                     finish(self.state, rid, self.clock, ok)
-                    self.fired[rid].ended = how or "assumed ok"
+                    if rid in self.fired:
+                        self.fired[rid].ended = how or "assumed ok"
             if self.state.pending and tick is not None and self.clock >= tick:
                 for decision in due(self.state, self.rules, self.view(), self.clock):
                     self._decided(decision, None, recorded)

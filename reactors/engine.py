@@ -32,6 +32,7 @@ from reactors.model import Decision, Event, RenderedAction, Verdict
 from reactors.rules import (
     COMPOUND_FORM,
     Action,
+    EscalateAction,
     Rule,
     RunAction,
     StateAction,
@@ -175,6 +176,8 @@ class _Reaction:
     # --- steps before acting (shared by evaluate and due) --------------------------------------
 
     def act(self) -> Decision:
+        if self.rule.escalates:  # tells a human, touches nothing: no slot, no quorum to keep
+            return self.first(self.build_actions) or self.escalate()
         group = self.rule.guard.group if self.rule.guard else None
         limit = self.rule.guard.max_concurrent if self.rule.guard else 1
         return (
@@ -261,6 +264,17 @@ class _Reaction:
         self.state.escalated.setdefault(self.rule.name, {})[self.key] = self.now
         return self.decision(Verdict.ESCALATE, reason)
 
+    def escalate(self) -> Decision:
+        """An escalate rule's answer: recorded as a firing (its throttle and cooldown hold
+        it back next time), decided as ``escalate`` with the rule's rendered reason."""
+        window = self.rule.flap.window if self.rule.flap else None
+        self.state.record_firing(self.rule.name, self.key, self.now, window)
+        reasons = [a.action.reason for a in self.actions if isinstance(a.action, EscalateAction)]
+        if self.rule.mode == "dry_run":
+            said = f"dry run: would escalate: {'; '.join(reasons)}"
+            return self.decision(Verdict.DRY_RUN, said, uuid.uuid4().hex)
+        return self.decision(Verdict.ESCALATE, f"escalated by the rule: {'; '.join(reasons)}")
+
     def commit(self) -> Decision:
         """Every guard passed: record the firing and answer according to the rule's mode."""
         rid = uuid.uuid4().hex
@@ -321,8 +335,9 @@ def due(
     """Act on ``once_after`` reactions whose quiet period (and cooldown) has passed.
 
     The master calls this on a timer. Each ready pending reaction is decided with its latest
-    event through the same guards as :func:`evaluate` (paused, flapping, duplicate, targets,
-    concurrency, quorum, flap count, mode) and then forgotten. Also drops throttle and flap
+    event through the same guards as :func:`evaluate` (paused, the condition again, against
+    the view as it is now, flapping, duplicate, targets, concurrency, quorum, flap count,
+    mode) and then forgotten. Also drops throttle and flap
     records old enough to no longer matter, so the state stays bounded.
     """
     by_name = {rule.name: rule for rule in rules}
@@ -344,7 +359,10 @@ def due(
             reaction = _Reaction(rule, held.event, view, state, now)
             reaction.key = key
             decided = reaction.first(
-                reaction.check_paused, reaction.check_flap_suppressed, reaction.check_duplicate
+                reaction.check_paused,
+                reaction.check_condition,  # against the view now: a fault gone by is let be
+                reaction.check_flap_suppressed,
+                reaction.check_duplicate,
             )
             decisions.append(decided or reaction.act())
         if not keyed:

@@ -31,6 +31,7 @@ from saline.targeting import TargetType, compile_target
 
 __all__ = [
     "Action",
+    "EscalateAction",
     "FireAction",
     "Flap",
     "Guard",
@@ -111,7 +112,17 @@ class NotifyAction(_Model):
     message: str = Field(default="{{ event.tag }}", min_length=1, max_length=4096)
 
 
-ACTION_KINDS: Final = ("run", "state", "orchestrate", "fire", "notify")
+class EscalateAction(_Model):
+    """Tell a human instead of acting: the decision is ``escalate`` with this reason (stored,
+    published as ``saline/reactor/RULE/escalated`` and notified like any escalation). The
+    only action of its rule; throttle, cooldown and ``once_after`` apply to it as to any."""
+
+    kind: Literal["escalate"] = "escalate"
+    #: a template over the event, like any action's strings
+    reason: str = Field(min_length=1, max_length=4096)
+
+
+ACTION_KINDS: Final = ("run", "state", "orchestrate", "fire", "notify", "escalate")
 
 
 def _unwrap_action(value: Any) -> Any:
@@ -129,7 +140,7 @@ def _unwrap_action(value: Any) -> Any:
 
 
 Action = Annotated[
-    RunAction | StateAction | OrchestrateAction | FireAction | NotifyAction,
+    RunAction | StateAction | OrchestrateAction | FireAction | NotifyAction | EscalateAction,
     Field(discriminator="kind"),
     BeforeValidator(_unwrap_action),
 ]
@@ -188,10 +199,19 @@ class Rule(_Model):
     #: ``flap: null`` turns this off
     flap: Flap | None = Flap(max=3, window=600.0)
 
+    @property
+    def escalates(self) -> bool:
+        """The rule tells a human and acts on nothing (its action is ``escalate``)."""
+        return any(isinstance(action, EscalateAction) for action in self.do)
+
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Rule:
         if self.disruptive and self.guard is None:
             raise ValueError("a disruptive rule needs guard.group (the quorum guard uses it)")
+        if self.escalates and len(self.do) > 1:
+            raise ValueError("do: escalate is its rule's only action (it acts on nothing)")
+        if self.escalates and self.mode == "approve":
+            raise ValueError("mode: an escalate rule acts on nothing: there is nothing to approve")
         if isinstance(info.context, Mapping) and info.context.get("defer_template_check"):
             return self
         problem = template_problem(self)

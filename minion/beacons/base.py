@@ -96,6 +96,9 @@ class Beacon(ABC):
     name: ClassVar[str]
     #: the model that validates this beacon's parameters
     Config: ClassVar[type[BeaconConfig]] = BeaconConfig
+    #: every state this beacon reports as bad (each must be answered by a rule: the Chef HA
+    #: formula's are checked against its shipped rules in tests/unit/test_chef_rules.py)
+    bad_states: ClassVar[tuple[str, ...]] = ()
 
     config: BeaconConfig
 

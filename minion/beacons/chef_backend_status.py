@@ -31,6 +31,7 @@ class ChefBackendStatusBeacon(Beacon):
     """Watch the Chef Backend services through ``chef-backend-ctl status``."""
 
     name = "chef_backend_status"
+    bad_states = ("degraded",)
     Config = BeaconConfig
 
     def check(self) -> list[Observation]:

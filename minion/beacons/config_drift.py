@@ -237,6 +237,7 @@ class ConfigDriftBeacon(Beacon):
     """Watch settings of chef-backend.rb: ok, drifted, missing, unparsable, or changed."""
 
     name = "config_drift"
+    bad_states = ("drifted", "missing", "unparsable", "changed")
     Config = ConfigDriftBeaconConfig
     config: ConfigDriftBeaconConfig
 

@@ -44,6 +44,7 @@ class DiskUsageBeacon(Beacon):
     """Watch filesystem usage against per-path thresholds."""
 
     name = "diskusage"
+    bad_states = ("over", "error")
     Config = DiskUsageConfig
     config: DiskUsageConfig
 

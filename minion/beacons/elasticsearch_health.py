@@ -45,6 +45,7 @@ class ElasticsearchHealthBeacon(Beacon):
     """Watch an Elasticsearch cluster's health: green, yellow, red or down."""
 
     name = "elasticsearch_health"
+    bad_states = ("yellow", "red", "down")
     Config = ElasticsearchHealthBeaconConfig
     config: ElasticsearchHealthBeaconConfig
 

@@ -42,6 +42,7 @@ class EtcdHealthBeacon(Beacon):
     """Watch an etcd cluster: healthy, degraded (quorum kept) or without quorum."""
 
     name = "etcd_health"
+    bad_states = ("degraded", "no_quorum")
     Config = EtcdHealthBeaconConfig
     config: EtcdHealthBeaconConfig
 

@@ -65,6 +65,7 @@ class FileBeacon(Beacon):
     """Watch files for existence, content (sha256) and permission bits."""
 
     name = "file"
+    bad_states = ("absent", "changed", "error")
     Config = FileBeaconConfig
     config: FileBeaconConfig
 

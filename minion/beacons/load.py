@@ -38,6 +38,7 @@ class LoadBeacon(Beacon):
     """Watch the 1, 5 and 15 minute load averages."""
 
     name = "load"
+    bad_states = ("high",)
     Config = LoadConfig
     config: LoadConfig
 

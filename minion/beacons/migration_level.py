@@ -51,6 +51,7 @@ class MigrationLevelBeacon(Beacon):
     """Watch the migration-level file: present, missing, invalid, or changed."""
 
     name = "migration_level"
+    bad_states = ("invalid", "missing", "changed")
     Config = MigrationLevelBeaconConfig
     config: MigrationLevelBeaconConfig
 

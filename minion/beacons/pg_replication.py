@@ -44,6 +44,7 @@ class PgReplicationBeacon(Beacon):
     """Watch one PostgreSQL node's streaming replication: leader, in sync, or not."""
 
     name = "pg_replication"
+    bad_states = ("out_of_sync", "down")
     Config = PgReplicationBeaconConfig
     config: PgReplicationBeaconConfig
 

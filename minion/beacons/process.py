@@ -58,6 +58,7 @@ class ProcessBeacon(Beacon):
     """Watch for running processes by name."""
 
     name = "process"
+    bad_states = ("absent",)
     Config = ProcessConfig
     config: ProcessConfig
 

@@ -30,6 +30,7 @@ class ServiceBeacon(Beacon):
     """Watch services through ``ctx.services``: running, stopped or unknown."""
 
     name = "service"
+    bad_states = ("stopped", "unknown")
     Config = ServiceBeaconConfig
     config: ServiceBeaconConfig
 

@@ -131,6 +131,7 @@ class TimeDriftBeacon(Beacon):
     """Measure the clock offset against an SNTP server: ok, drift, or unreachable."""
 
     name = "time_drift"
+    bad_states = ("drift", "unreachable")
     Config = TimeDriftBeaconConfig
     config: TimeDriftBeaconConfig
 

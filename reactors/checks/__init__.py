@@ -57,6 +57,7 @@ CHECKS: Final[Mapping[str, Check]] = MappingProxyType(
     {
         "migration_drift": chef.migration_drift,
         "pg_leader": chef.pg_leader,
+        "pg_leading": chef.pg_leading,
         "config_digest_in_minority": chef.config_digest_in_minority,
         "secrets_mode": chef.secrets_mode,
         "clock_spread": chef.clock_spread,

@@ -130,6 +130,13 @@ def pg_leader(view: ClusterView) -> str:
     raise CheckError("no backend reports the PostgreSQL leader role (beacon pg_replication)")
 
 
+def pg_leading(view: ClusterView) -> list[str]:
+    """The backends whose ``pg_replication`` beacon says, now, that they lead (state
+    ``leader``; a leader that went down keeps its last role but not that state)."""
+    states = view.values(BACKENDS, "pg_replication", "state")
+    return _by_id(b for b, state in states.items() if state == "leader")
+
+
 # --- backends: chef-backend.rb settings ---------------------------------------------------------
 
 

@@ -219,10 +219,11 @@ def demo(out: str, keep: bool, masters: int, directory: Path | None) -> None:
             killer = LeaderKiller(several)
             sock = several.client(killer.standby()).path
         feed = scenarios.EventFeed(sock)
+        recorder = scenarios.Recorder(sock, path / "recordings")
         for scenario in playlist:
             say(f"{scenario.fault} on {scenario.node}")
             kill = killer.kill if killer is not None else None
-            outcomes.append(scenarios.run_scenario(path, feed, scenario, say, kill))
+            outcomes.append(scenarios.run_scenario(path, feed, scenario, say, kill, recorder))
             if killer is not None:
                 killer.restart()
     finally:

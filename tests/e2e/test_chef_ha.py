@@ -295,9 +295,8 @@ def test_clock_drift_escalates_and_touches_no_clock(chef: ChefLab) -> None:
     skew = Path(record(chef)["nodes"]["be2"]["services"]["ntp"]["skew_file"])
     faults.inject(chef.directory, "clock-drift", "be2")
     try:
-        told = wait_event(chef, since, "chef/backend/be2/clock_drift", 30)
-        assert told["rule"] == "chef-clock-drift"
-        assert "never steps" in told["data"]["action"]
+        told = wait_event(chef, since, "saline/reactor/chef-clock-drift/escalated", 30)
+        assert "saline never steps a database node's clock" in told["data"]["reason"]
         jobs = [e for e in events(chef, since, "saline/job/*") if e["rule"] == "chef-clock-drift"]
         assert jobs == []
     finally:
@@ -332,6 +331,37 @@ def test_lab_demo_heals_every_headline_fault(chef: ChefLab) -> None:
         assert row["healed"].startswith("+"), row
         assert row["rule"].startswith("chef-") and row["ran"] != "-", row
     assert "detected" in proc.stderr  # the live timeline goes to stderr with --out json
+    rehearse_every_recording(chef, len(rows))
+
+
+def rehearse_every_recording(chef: ChefLab, scenarios: int) -> None:
+    """Each scenario's recording, replayed by ``saline reactor simulate``, decides as the
+    reactor did: every decision the reactor made on a recorded event is simulated, the
+    same verdict."""
+    recordings = sorted((chef.directory / "recordings").glob("*.events.jsonl"))
+    assert len(recordings) == scenarios, recordings
+    for events_file in recordings:
+        view = events_file.with_name(events_file.name.replace(".events.jsonl", ".view.json"))
+        proc = saline(chef, "reactor", "simulate", str(events_file), "--view", str(view),
+                      "--out", "json")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        simulated = json.loads(proc.stdout)["decisions"]
+        recorded = [json.loads(line) for line in events_file.read_text().splitlines()]
+        seqs = {str(e["seq"]) for e in recorded}
+        real = {
+            (e["data"]["event_id"], e["data"]["rule"])
+            for e in recorded
+            if e["tag"].startswith("saline/reactor/")
+            and "verdict" in e["data"]
+            and e["data"]["event_id"] in seqs
+            and e["cause"] is not None
+        }
+        compared = {(str(d["seq"]), d["rule"]) for d in simulated if d["real"] is not None}
+        assert real and real <= compared, (events_file.name, real - compared)
+        differing = [d for d in simulated if d["differs"]]
+        assert differing == [], (events_file.name, differing)
+        fired = [d for d in simulated if d["verdict"] == "fire" and d["real"] is not None]
+        assert fired, events_file.name  # each scenario's heal was a fired rule
 
 
 # --- last: a fix that does not hold ----------------------------------------------------------

@@ -100,7 +100,21 @@ def test_a_reaction_in_flight_completes_through_the_next_leader(ha: MastersLab) 
     standby = next(n for n in ha.state["masters"] if n != old)
     seq = fire(ha, standby, "test/ha/fanout")
     query = f"SELECT jid FROM jobs WHERE rule = 'ha-fanout' AND cause = {seq}"
-    wait_for(lambda: rows(ha, query), 15, "the reaction's job stored and sent")
+
+    def journaled() -> bool:
+        """The job's jid in the reaction's progress: from there on the job is sent, and a
+        next leader awaits it (a job stored but not yet journaled was never sent: the next
+        leader would start its own, rightly)."""
+        jobs = rows(ha, query)
+        if not jobs:
+            return False
+        named = (
+            f"SELECT 1 FROM reactions WHERE rule = 'ha-fanout' AND event_seq = {seq} "
+            f"AND position(convert_to('{jobs[0][0]}', 'UTF8') in progress) > 0"
+        )
+        return bool(rows(ha, named))
+
+    wait_for(journaled, 15, "the reaction's job journaled (and so sent)")
     ha.fault("master-kill", old)
     outcome = f"SELECT outcome, epoch FROM reactions WHERE rule = 'ha-fanout' AND event_seq = {seq}"
     wait_for(lambda: rows(ha, outcome)[0][0] is not None, 40, "the reaction to finish")

@@ -26,6 +26,7 @@ from reactors.checks.chef import (
     config_digest_in_minority,
     migration_drift,
     pg_leader,
+    pg_leading,
     secrets_mode,
 )
 from reactors.engine import evaluate
@@ -158,6 +159,7 @@ def test_registry_holds_the_built_in_checks() -> None:
     assert set(CHECKS) == {
         "migration_drift",
         "pg_leader",
+        "pg_leading",
         "config_digest_in_minority",
         "secrets_mode",
         "clock_spread",
@@ -334,6 +336,14 @@ def test_pg_leader_is_the_backend_reporting_the_leader_role() -> None:
         pg_leader(frontend)
     with pytest.raises(CheckError):
         pg_leader(cluster("pg_replication", "role"))
+
+
+def test_pg_leading_lists_the_backends_whose_state_is_leader_now() -> None:
+    states = cluster("pg_replication", "state", be1="down", be2="leader", be3="in_sync")
+    assert pg_leading(states) == ["be2"]
+    assert pg_leading(cluster("pg_replication", "state", be1="down", fe1="leader")) == []
+    both = cluster("pg_replication", "state", be3="leader", be1="leader")
+    assert pg_leading(both) == ["be1", "be3"]  # a split brain shows as two
 
 
 @pytest.mark.parametrize(

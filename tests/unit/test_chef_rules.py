@@ -195,11 +195,12 @@ def test_clock_drift_across_backends_escalates_to_a_human() -> None:
     decision = only(
         evaluate(event, rule("chef-clock-drift"), offsets(be1=0.0, be2=-3.0), ReactorState(), 0)
     )
-    assert decision.verdict is Verdict.FIRE, decision.reason
-    fired = decision.actions[0].action
-    assert fired.kind == "fire"
-    assert fired.tag == "chef/backend/be2/clock_drift"
-    assert all(a.action.kind == "fire" for a in decision.actions)  # nothing touches a clock
+    assert decision.verdict is Verdict.ESCALATE, decision.reason  # told, never stepped
+    assert decision.reason.startswith("escalated by the rule: clocks of the backends 3.0s apart")
+    assert "saline never steps a database node's clock; fix the time source of be2" in (
+        decision.reason
+    )
+    assert [a.action.kind for a in decision.actions] == ["escalate"]  # nothing touches a clock
 
 
 def test_clocks_within_the_reference_limit_do_nothing() -> None:

@@ -3,7 +3,8 @@
 Each ``tests/cases/reactor/*.yaml`` holds ``rules`` (rule file text), ``view`` (``inventory``:
 id -> grains, optional ``offline``), optional ``max_chain_depth`` and ``steps``. A step sets
 the simulated clock (``at``) and does one thing — ``event``, ``due``, ``finish`` (a label),
-``approve`` (a label), ``pause``/``resume``, ``offline``/``online`` (ids) — then compares the
+``approve`` (a label), ``pause``/``resume``, ``offline``/``online`` (ids), ``observe``
+(``{minion, beacon, data}``: the view's latest observation) — then compares the
 decisions it produced against ``expect`` (a list; only the fields given are compared, and
 ``as: LABEL`` remembers the decision's reaction id for later steps; ``$LABEL`` in an expected
 reason stands for it).
@@ -76,6 +77,9 @@ def _run_case(case: Path, tmp_path: Path) -> None:
             got = [approve(state, labels[step["approve"]], view, now)]
         elif "pause" in step:
             state.paused = bool(step["pause"])
+        elif "observe" in step:  # a beacon's latest observation, as the cluster view keeps it
+            seen = step["observe"]
+            view.observations.setdefault(seen["minion"], {})[seen["beacon"]] = seen["data"]
         elif "offline" in step:
             online -= set(step["offline"])
         elif "online" in step:

@@ -102,6 +102,18 @@ def test_flap_can_be_turned_off(tmp_path: Path) -> None:
             "rules.yaml:4: rule 'r': do.0.run.function: Field required",
         ),
         (
+            "- name: r\n  on: a/b\n  do:\n    - escalate: {reason: x}\n    - fire: {tag: y}\n",
+            "rules.yaml:1: rule 'r': (rule): do: escalate is its rule's only action",
+        ),
+        (
+            "- name: r\n  on: a/b\n  mode: approve\n  do:\n    - escalate: {reason: x}\n",
+            "rules.yaml:1: rule 'r': (rule): mode: an escalate rule acts on nothing",
+        ),
+        (
+            "- name: r\n  on: a/b\n  do:\n    - escalate: {reason: '{{ event.data'}\n",
+            "rules.yaml:4: rule 'r': do.0.escalate.reason: template syntax error",
+        ),
+        (
             '- name: r\n  on: a/b\n  when: "event.data.name =="\n  do: [{fire: {tag: x}}]\n',
             "rules.yaml:3: rule 'r': when: expression syntax error",
         ),

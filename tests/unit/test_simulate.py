@@ -111,8 +111,19 @@ def test_a_reaction_ends_when_the_recording_says_and_is_compared(tmp_path: Path)
     ]
     assert "in flight" in heal[1].decision.reason
     assert heal[0].ended == "failed"  # the recorded outcome
-    assert heal[2].ended == "assumed ok"  # r3 has no recorded end
+    assert heal[2].ended is None  # r3 was still running when the recording ended
     assert heal[1].real is not None and heal[1].real.verdict == "fire"
+
+
+def test_a_reaction_without_a_real_one_is_assumed_to_end(tmp_path: Path) -> None:
+    rules = RULES.replace("cooldown: 20s", "cooldown: 1s")
+    rec = Recording()
+    rec.add(0, "chef/pg/be2/out_of_sync", "be2")
+    rec.add(7, "chef/pg/be2/out_of_sync", "be2")
+    rec.add(20, "chef/pg/be2/out_of_sync", "be2")
+    results = Simulation(policy(tmp_path, rules), reaction_seconds=15).run(rec.events)
+    assert verdicts(results, "heal") == [(0, "fire"), (7, "skip"), (20, "fire")]
+    assert [r.ended for r in results] == ["assumed ok", None, "assumed ok"]
 
 
 def test_once_after_acts_on_the_timer_after_the_quiet_period(tmp_path: Path) -> None:
@@ -168,3 +179,21 @@ def test_events_files_are_read_and_bad_lines_named(tmp_path: Path) -> None:
     view.write_text('{"minions": {"be1": "backend"}}')
     with pytest.raises(SimulationError, match=r"view\.json: minions\.be1: "):
         load_snapshot(view)
+
+
+def test_a_reaction_in_flight_in_the_snapshot_ends_when_the_recording_says(
+    tmp_path: Path,
+) -> None:
+    guarded = '  guard: {group: "G@role:backend", max_concurrent: 1}\n  cooldown: 1s'
+    rules = RULES.replace("  cooldown: 20s", guarded)
+    group = "G@role:backend"
+    running = {"rule": "heal", "key": "be3", "group": group, "started": T0 - 20, "digest": "d"}
+    minions = {"be2": {"role": "backend"}, "be3": {"role": "backend"}}
+    snapshot = Snapshot(minions=minions, state={"in_flight": {"old": running}})
+    rec = Recording()
+    rec.add(0, "chef/pg/be2/out_of_sync", "be2")  # the old reaction still runs
+    rec.ended(5, "heal", "old")
+    rec.add(6, "chef/pg/be2/out_of_sync", "be2")
+    results = Simulation(policy(tmp_path, rules), snapshot).run(rec.events)
+    assert verdicts(results, "heal") == [(0, "skip"), (6, "fire")]
+    assert "max_concurrent" in results[0].decision.reason, results[0].decision.reason

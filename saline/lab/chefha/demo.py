@@ -5,9 +5,14 @@ detected (the node's beacon reports the bad state), remediation started (a rule 
 healed (the beacon reports the good state again, or the rule's reaction finished). It prints
 a live timeline and, at the end, one row per fault; a fault not healed within its deadline
 makes the exit code non-zero.
+
+Each scenario is recorded for ``saline reactor simulate``: the reactor's view before the
+fault (``NN-FAULT-NODE.view.json``) and every event stored from then until it healed
+(``NN-FAULT-NODE.events.jsonl``), in ``DIR/recordings/``.
 """
 
 import fnmatch
+import json
 import queue
 import threading
 import time
@@ -136,15 +141,62 @@ class EventFeed:
             self.queue.get_nowait()
 
 
+class Recorder:
+    """Records scenarios for ``saline reactor simulate`` through a master's client socket."""
+
+    def __init__(self, sock: Path, directory: Path) -> None:
+        self.sock, self.directory = sock, directory
+        self.count = 0
+
+    def before(self, scenario: Scenario) -> tuple[Path, int]:
+        """Write the reactor's view; answers the recording's stem and the last seq."""
+        self.count += 1
+        stem = self.directory / f"{self.count:02d}-{scenario.fault}-{scenario.node}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with MasterClient(self.sock) as master:
+            view = master.request("reactor_view")
+        view.pop("type", None)
+        stem.with_suffix(".view.json").write_text(json.dumps(view, sort_keys=True) + "\n")
+        return stem, int(view["seq"])
+
+    def after(self, stem: Path, since: int) -> Path:
+        """Write the events stored after ``since`` (as ``saline events --out json`` does)."""
+        path = stem.with_suffix(".events.jsonl")
+        with MasterClient(self.sock, timeout=60) as master, path.open("w") as out:
+            master.send("events", tag="*", since=since, follow=False)
+            master.receive()  # subscribed
+            while (event := master.receive())["type"] != "done":
+                event.pop("type", None)
+                out.write(json.dumps(event, sort_keys=True, default=repr) + "\n")
+        return path
+
+
 def run_scenario(
     lab_dir: Path,
     feed: EventFeed,
     scenario: Scenario,
     say: Callable[[str], None],
     kill_leader: Callable[[], str] | None = None,
+    recorder: Recorder | None = None,
 ) -> Outcome:
     """Inject the scenario's fault and follow the events until it healed or its deadline;
-    ``kill_leader`` (several masters) is called once the first remediation job is sent."""
+    ``kill_leader`` (several masters) is called once the first remediation job is sent;
+    ``recorder`` records the scenario for a simulation."""
+    recording = recorder.before(scenario) if recorder is not None else None
+    try:
+        return _follow(lab_dir, feed, scenario, say, kill_leader)
+    finally:
+        if recorder is not None and recording is not None:
+            recorder.after(*recording)
+
+
+def _follow(
+    lab_dir: Path,
+    feed: EventFeed,
+    scenario: Scenario,
+    say: Callable[[str], None],
+    kill_leader: Callable[[], str] | None,
+) -> Outcome:
     outcome = Outcome(scenario)
     feed.drain()
     outcome.injected = time.time()
