@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between looks at the store while a resumed reaction waits for its job
 RESUME_POLL = 0.2
+#: characters of an action's detail (a runbook's findings are cut there)
+MAX_DETAIL = 4000
 
 #: runs a rule's notify action: (reaction, action index, action) -> (done, detail)
 Notify = Callable[[ReactionRecord, int, NotifyAction], Awaitable[tuple[bool, str]]]
@@ -180,9 +182,17 @@ class ReactionExecutor:
         )
         said = "succeeded"
         if not result.success:
-            failed = next((s for s in result.steps if s.result is False), None)
+            # the ladder's findings: the step that ended it, then every other step that failed
+            # (probes included), with what each minion reported
+            failing = [s for s in result.steps if s.result is False]
+            last = next((s for s in failing if s.name == result.stopped_at), None)
+            last = last or next((s for s in failing if s.name not in _probe_names(runbook)), None)
             said = f"stopped at {result.stopped_at}" if result.stopped_at else "failed"
-            said += f": {failed.comment}" if failed is not None else ""
+            said += f": {last.comment}" if last is not None else ""
+            before = [f"{s.name}: {s.comment}" for s in failing if s is not last]
+            if before:
+                said += f"; also failed: {'; '.join(before)}"
+            said = said if len(said) <= MAX_DETAIL else said[: MAX_DETAIL - 3] + "..."
         if journaled.replayed:
             said += f" (resumed: {journaled.replayed} journaled job(s) awaited, not resent)"
         return result.success, f"runbook {runbook.name}: {said}"
@@ -218,6 +228,10 @@ class ReactionExecutor:
         if failed:
             return False, f"job {jid}: no success from {', '.join(failed)}"
         return True, f"job {jid} (resumed): {len(returns)} succeeded"
+
+
+def _probe_names(runbook: Runbook) -> set[str]:
+    return {step.name for step in runbook.steps if step.probe}
 
 
 def judge(outcome: JobOutcome, fun: str) -> tuple[bool, str]:

@@ -329,7 +329,12 @@ class _Orchestrator:
             return dict.fromkeys(minions, f"not reached ({e})")
         result.jids.append(outcome.jid)
         result.returns.update({m: r.ret for m, r in outcome.returns.items()})
-        return outcome.problems(minions)
+        problems = outcome.problems(minions)
+        for minion, why in problems.items():  # the error each produced, for a human
+            said = _error_of(outcome.returns[minion].ret) if minion in outcome.returns else ""
+            if said:
+                problems[minion] = f"{why}: {said}"
+        return problems
 
     async def _job_step(self, step: Step, spec: RunSpec | StateSpec, result: StepResult) -> None:
         """A ``run`` or ``state`` step: batches in turn, stopping at a failed one if failhard."""
@@ -436,6 +441,23 @@ class _Orchestrator:
             except RunbookError as e:
                 unmet[minion] = f"condition error: {e}"
         return unmet
+
+
+def _error_of(ret: Any, limit: int = 160) -> str:
+    """What a failed return says went wrong, in one short line ("" if it says nothing):
+    a string's last line, a mapping's ``error``/``stderr``/``comment``, or the comment of
+    a state return's first failed entry."""
+    text: Any = ret
+    if isinstance(ret, Mapping):
+        text = next((ret[k] for k in ("error", "stderr", "comment") if ret.get(k)), "")
+    elif isinstance(ret, list):
+        failed = [e for e in ret if isinstance(e, Mapping) and e.get("result") is False]
+        text = failed[0].get("comment", "") if failed else ""
+    if not isinstance(text, str):
+        return ""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _would_change(ret: Any) -> bool:

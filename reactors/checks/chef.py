@@ -117,12 +117,15 @@ def migration_drift(view: ClusterView) -> MigrationDrift:
 
 
 def pg_leader(view: ClusterView) -> str:
-    """The backend whose ``pg_replication`` beacon last reported the role ``leader`` (the
-    first by id, if several do).
+    """The backend whose ``pg_replication`` beacon last reported the role ``leader``.
 
-    :raises CheckError: no backend reports it. An action that needs the leader then cannot be
-        built, and its rule escalates rather than guess.
+    :raises CheckError: no backend reports it, or more than one says now that it leads (a
+        split brain). An action that needs the leader then cannot be built, and its rule
+        escalates rather than guess.
     """
+    leading = pg_leading(view)
+    if len(leading) > 1:  # a split brain: healing against either could be the wrong one
+        raise CheckError(f"more than one backend says its PostgreSQL leads: {', '.join(leading)}")
     roles = view.values(BACKENDS, "pg_replication", "role")
     for backend in _by_id(roles):
         if roles[backend] == "leader":

@@ -290,13 +290,23 @@ def test_pause_resume_and_approval(lab: Lab) -> None:
 
 
 def test_bad_rule_file_keeps_the_old_rules(lab: Lab) -> None:
+    rules(lab, "kept", "- name: kept-rule\n  on: test/kept\n  do: [{fire: {tag: test/k}}]\n")
+    reload(lab)
+
+    def loaded() -> list[str]:
+        listed = json.loads(saline(lab, "reactor", "list", "--out", "json").stdout)
+        return sorted(r["name"] for r in listed["rules"])
+
+    before = loaded()
+    assert "kept-rule" in before
     rules(lab, "zz-broken", "- name: broken\n  on: x\n  do: [{run: {target: be1}}]\n")
     proc = saline(lab, "reactor", "reload")
     assert proc.returncode == 1 and "zz-broken.yaml:3" in proc.stderr
-    assert "kept the" in proc.stderr
+    assert f"kept the {len(before)} loaded rules" in proc.stderr, proc.stderr
+    assert loaded() == before  # the operator's rule among them, the broken one not
     (lab.directory / "reactors" / "zz-broken.yaml").unlink()
-    listed = json.loads(saline(lab, "reactor", "list", "--out", "json").stdout)
-    assert listed["rules"], "the loaded rules are still there"
+    (lab.directory / "reactors" / "kept.yaml").unlink()
+    reload(lab)
 
 
 def test_minion_event_namespaces_and_rate_limit(lab: Lab) -> None:

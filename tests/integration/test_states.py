@@ -187,12 +187,27 @@ def test_scheduled_enforcement_repairs_drift(fresh_lab: Lab, tmp_path: Path) -> 
         """,
     )
     restart_master(lab, schedule=[{"name": "enforce", "target": "be1", "every": 1}])
-    wait_for(lambda: target.exists() and target.read_text() == "desired\n", 30, "first run")
+    wait_for(lambda: events(lab, "saline/state/be1/drift"), 30, "the first run's drift")
+    [first] = events(lab, "saline/state/be1/drift")  # it created the file
+    assert target.read_text() == "desired\n"
+
+    def applied() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in events(lab, "saline/job/*/ret/be1", since=first["seq"])
+            if e["data"].get("fun") == "state.apply"
+        ]
+
+    # converged runs follow, and none of them is drift
+    wait_for(lambda: len(applied()) >= 2, 30, "two converged runs")
+    assert events(lab, "saline/state/be1/drift", since=first["seq"]) == []
     target.write_text("changed by hand\n")
-    wait_for(lambda: target.read_text() == "desired\n", 30, "drift repaired")
-    drifts = events(lab, "saline/state/be1/drift")
-    assert drifts, "the repairing run fired a drift event"
-    assert drifts[-1]["data"]["states"][0]["name"] == str(target)
+    wait_for(
+        lambda: events(lab, "saline/state/be1/drift", since=first["seq"]), 30, "the repair's drift"
+    )
+    [repair] = events(lab, "saline/state/be1/drift", since=first["seq"])
+    assert target.read_text() == "desired\n"
+    assert repair["data"]["states"][0]["name"] == str(target)
     jobs = json.loads(saline(lab, "jobs", "list", "--out", "json").stdout)
     assert any(j["user"] == "schedule" and j["fun"] == "state.apply" for j in jobs)
 

@@ -344,6 +344,8 @@ def test_pg_leading_lists_the_backends_whose_state_is_leader_now() -> None:
     assert pg_leading(cluster("pg_replication", "state", be1="down", fe1="leader")) == []
     both = cluster("pg_replication", "state", be3="leader", be1="leader")
     assert pg_leading(both) == ["be1", "be3"]  # a split brain shows as two
+    with pytest.raises(CheckError, match="more than one backend says its PostgreSQL leads"):
+        pg_leader(both)  # the follower rules escalate rather than heal against either
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,7 @@ def test_every_rule_names_a_shipped_runbook_that_renders() -> None:
                 runbook = load_runbook(find_runbook(action.runbook, [SHIPPED_RUNBOOKS]))
                 example = {k: v or "be2" for k, v in runbook.vars.items()}
                 example |= {"drifted": ["fe2"], "major": 3, "minor": 13}
+                example |= {"a": "be1", "b": "be2", "a_node": "h1:5432", "b_node": "h2:5432"}
                 assert render_steps(runbook, example)
 
 
@@ -294,3 +295,27 @@ def test_the_rules_decide_through_named_checks() -> None:
     for name in ("migration_drift", "pg_leader", "config_digest_in_minority", "clock_spread"):
         assert f"check.{name}(" in text
     assert "dictsort" not in text and "rejectattr" not in text
+
+
+def test_two_leaders_start_the_fence_and_stop_the_follower_heals() -> None:
+    split = view(be2={"pg_replication": {"role": "leader", "state": "leader", "node": "h2:5432"}})
+    split.observations["be1"]["pg_replication"]["node"] = "h1:5432"
+    event = Event(
+        tag="saline/beacon/be2/pg_replication/leader",
+        minion="be2",
+        data={"role": "leader", "state": "leader", "node": "h2:5432"},
+    )
+    decision = only(evaluate(event, rule("chef-pg-split-brain"), split, ReactorState(), 0))
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    action = decision.actions[0].action
+    assert isinstance(action, OrchestrateAction) and action.runbook == "chef/fence_split_brain"
+    assert action.vars == {"a": "be1", "b": "be2", "a_node": "h1:5432", "b_node": "h2:5432"}
+    # one leader: nothing to fence
+    alone = only(evaluate(event, rule("chef-pg-split-brain"), view(), ReactorState(), 0))
+    assert alone.verdict is Verdict.SKIP and alone.reason == "condition false"
+    # meanwhile a follower's heal cannot name the leader: it escalates, it does not guess
+    heal = only(
+        evaluate(out_of_sync("be3"), rule("chef-pg-follower-out-of-sync"), split, ReactorState(), 0)
+    )
+    assert heal.verdict is Verdict.ESCALATE
+    assert "more than one backend says its PostgreSQL leads: be1, be2" in heal.reason

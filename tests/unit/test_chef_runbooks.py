@@ -34,6 +34,12 @@ EXAMPLE_VARS: dict[str, dict[str, Any]] = {
         "level": LEVEL,
     },
     "chef/rolling_upgrade": {"first": "fe1", "others": ["fe2", "fe3"], "level": LEVEL},
+    "chef/fence_split_brain": {
+        "a": "be1",
+        "b": "be2",
+        "a_node": "10.0.0.1:5432",
+        "b_node": "10.0.0.2:5432",
+    },
 }
 
 
@@ -322,3 +328,41 @@ def test_the_documented_vars_are_exactly_what_the_runbook_takes(name: str) -> No
     assert book.var_problem(without) == f"runbook {name} needs --var {first}=..."
     problem = book.var_problem({**EXAMPLE_VARS[name], "lvel": 1})
     assert problem is not None and problem.startswith(f"runbook {name} has no var lvel (it takes:")
+
+
+# --- chef/fence_split_brain ------------------------------------------------------------------
+
+
+def designates(leader: str | None) -> Reply:
+    return Reply("ok", {"leader": leader, "nodes": []})
+
+
+IN_SYNC = Reply("ok", {"in_sync": True, "role": "follower"})
+
+
+@pytest.mark.parametrize(("designated", "fenced"), [("be1", "be2"), ("be2", "be1")])
+def test_split_brain_fences_the_one_leaderl_does_not_designate(
+    runner: FakeRunner, designated: str, fenced: str
+) -> None:
+    runner.script[("be1", "chef_backend.cluster_status")] = designates(designated)
+    runner.script[(fenced, "postgres.replication")] = IN_SYNC
+    book = runbook("chef/fence_split_brain")
+    result = execute(book, runner, vars=EXAMPLE_VARS["chef/fence_split_brain"])
+    assert result.success, [s.comment for s in result.steps]
+    follows = only(runner, "chef_backend.pgsql_follow")
+    assert [(c.target, c.kwargs) for c in follows] == [
+        (fenced, {"leader": designated, "force_basebackup": True})
+    ]
+    touched = {c.target for c in runner.calls if c.fun != "chef_backend.cluster_status"}
+    assert touched == {fenced}, "the designated leader is never touched"
+    [synced] = only(runner, "postgres.replication")
+    assert synced.target == fenced and synced.kwargs["host"] == f"10.0.0.{fenced[-1]}"
+
+
+def test_split_brain_touches_nothing_when_leaderl_designates_neither(runner: FakeRunner) -> None:
+    runner.script[("be1", "chef_backend.cluster_status")] = designates(None)
+    book = runbook("chef/fence_split_brain")
+    result = execute(book, runner, vars=EXAMPLE_VARS["chef/fence_split_brain"])
+    assert not result.success and result.stopped_at == "designated"
+    assert {c.fun for c in runner.calls} == {"chef_backend.cluster_status"}
+    assert "condition false" in result.steps[0].comment

@@ -203,7 +203,7 @@ def test_failhard_stops_at_first_failed_batch(runner: FakeRunner) -> None:
     upgrade = result.steps[0]
     assert upgrade.result is False
     assert upgrade.batches == [["fe1", "fe2"], ["fe3", "fe4"]]
-    assert upgrade.failed == {"fe3": "failed (retcode 1)"}
+    assert upgrade.failed == {"fe3": "failed (retcode 1): boom"}  # what it said, too
     assert "batch 2 of 3 failed" in upgrade.comment
     assert "stopped before 2 more minion(s): fe5, fe6" in upgrade.comment
     assert not result.success
@@ -514,6 +514,26 @@ def test_load_from_file_parses_durations_and_defaults(tmp_path: Path) -> None:
     assert runbook.where(0) == f"{path}:3"
     with pytest.raises(RunbookError, match=r"nope\.yaml: cannot read runbook"):
         load_runbook(tmp_path / "nope.yaml")
+
+
+def test_a_failed_step_says_what_each_minion_reported(runner: FakeRunner) -> None:
+    runner.script[("be1", "cmd.run")] = Reply(
+        "fail", "Traceback...\nFATAL: password authentication failed"
+    )
+    runner.script[("be2", "cmd.run")] = Reply(
+        "fail", {"stderr": "pg_basebackup: No space left on device"}
+    )
+    runner.script[("be3", "cmd.run")] = Reply(
+        "fail", [{"result": True}, {"result": False, "comment": "WAL segment gone"}]
+    )
+    book = "name: x\nsteps:\n  - run: {target: 'be*', function: cmd.run}\n"
+    [step] = execute(load_runbook(book), runner).steps
+    assert step.failed == {
+        "be1": "failed (retcode 1): FATAL: password authentication failed",
+        "be2": "failed (retcode 1): pg_basebackup: No space left on device",
+        "be3": "failed (retcode 1): WAL segment gone",
+    }
+    assert "be2: failed (retcode 1): pg_basebackup: No space left on device" in step.comment
 
 
 # --- notify steps ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from master.store.base import (
 from master.store.rows import _progress
 from master.store.sqlite import SqliteStore
 from reactors.model import RenderedAction
-from reactors.orchestrate import load_runbook
+from reactors.orchestrate import Runbook, load_runbook
 from reactors.rules import OrchestrateAction
 from saline.codec import decode_from_master
 from saline.errors import SalineError, TargetError
@@ -47,8 +47,18 @@ class Master:
     """One master's job manager and executor over a shared store; its fake minion answers
     the jobs whose argument is in ``answer``."""
 
-    def __init__(self, store: Store, keys: KeyRing, epoch: int, answer: set[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyRing,
+        epoch: int,
+        answer: set[str],
+        runbook: Runbook = RUNBOOK,
+        failing: dict[str, str] | None = None,
+    ) -> None:
         self.store, self.answer = store, answer
+        #: argument -> the error be1 answers that job with
+        self.failing = failing or {}
         presence = Presence(30.0)
         presence.start("be1", b"route")
         self.inventory = Inventory(keys, presence, store)
@@ -64,7 +74,7 @@ class Master:
             self.bus,
             self.jobs,
             self.inventory,
-            lambda name: RUNBOOK,
+            lambda name: runbook,
             self._finished,
             lambda: epoch,
         )
@@ -78,14 +88,18 @@ class Master:
         assert isinstance(job, Job)
         self.sent.append((job.jid, str(job.args[0])))
         self.sending.set()
-        if job.args[0] in self.answer:
-            asyncio.get_running_loop().call_soon(reply, self.store, job.jid, self.jobs)
+        error = self.failing.get(str(job.args[0]))
+        if job.args[0] in self.answer or error is not None:
+            asyncio.get_running_loop().call_soon(reply, self.store, job.jid, self.jobs, error)
         return True
 
 
-def reply(store: Store, jid: str, jobs: JobManager | None = None) -> None:
-    """be1's successful return of ``jid``, stored (as any master does) and told to ``jobs``."""
-    record = ReturnRecord(jid, "be1", "test.echo", True, 0, "ok", 1.0, time.time())
+def reply(store: Store, jid: str, jobs: JobManager | None = None, error: str | None = None) -> None:
+    """be1's return of ``jid`` (failed with ``error`` if given), stored (as any master does)
+    and told to ``jobs``."""
+    ok = error is None
+    ret = "ok" if ok else error
+    record = ReturnRecord(jid, "be1", "test.echo", ok, 0 if ok else 1, ret, 1.0, time.time())
     store.save_returns([record])
     if jobs is not None:
         jobs.returned(record)
@@ -257,3 +271,29 @@ async def _test_a_job_that_could_not_start_keeps_its_place_in_the_journal(store:
 
 def test_a_job_that_could_not_start_keeps_its_place_in_the_journal(store: Store) -> None:
     asyncio.run(_test_a_job_that_could_not_start_keeps_its_place_in_the_journal(store))
+
+
+LADDER = load_runbook(
+    """\
+name: ladder
+steps:
+  - {name: resume, run: {target: be1, function: test.echo, args: [one]}, probe: true}
+  - {name: reclone, run: {target: be1, function: test.echo, args: [two]}}
+"""
+)
+
+
+def test_a_failed_ladder_says_which_rungs_failed_and_what_each_reported(
+    store: Store, keys: KeyRing
+) -> None:
+    errors = {"one": "FATAL: password authentication failed", "two": "No space left on device"}
+    master = Master(store, keys, 1, set(), runbook=LADDER, failing=errors)
+    asyncio.run(master.executor.execute(fired(store)))
+    row = stored(store)
+    assert row.outcome == "failed" and master.finished == [False]
+    detail = row.progress[0].detail or ""
+    assert detail.startswith(
+        "runbook ladder: stopped at reclone: test.echo failed on 1 of 1 minion(s): "
+        "be1: failed (retcode 1): No space left on device; also failed: resume: "
+    ), detail
+    assert detail.endswith("be1: failed (retcode 1): FATAL: password authentication failed")

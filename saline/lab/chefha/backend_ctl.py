@@ -50,7 +50,10 @@ def cmd_cluster_status(lab: Path, name: str, args: argparse.Namespace) -> int:
                 "elasticsearch": {"running": procs.running(services["elasticsearch"])},
             }
         )
-    leader = next((b for b, r in roles.items() if r == "leader"), None)
+    # leaderl's view: the leader it designates (the lab's record), while its PostgreSQL
+    # answers as a leader; none otherwise (a failover under way)
+    designated = data["leader"]
+    leader = designated if roles.get(designated) == "leader" else None
     print(json.dumps({"leader": leader, "nodes": members}, indent=2))
     return 0
 

@@ -51,6 +51,17 @@ def pg_break_upstream(data: dict[str, Any], me: dict[str, Any]) -> str:
     return f"pointed {me['name']}'s primary_conninfo at {leader['address']}:1 (nothing there)"
 
 
+def pg_promote(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """A follower promoted by hand (or by a confused tool): two PostgreSQL nodes lead, while
+    leaderl (the lab's record) still designates the old leader."""
+    svc = _follower(data, me)
+    pg.run("pg_ctl", "promote", "-w", "-D", svc["data_dir"])
+    return (
+        f"promoted {me['name']}'s PostgreSQL (pg_ctl promote): it leads beside "
+        f"{data['leader']}, the leader leaderl designates"
+    )
+
+
 def pg_wal_gone(data: dict[str, Any], me: dict[str, Any]) -> str:
     """Stop the follower, churn WAL on the leader until the segment it needs is recycled."""
     svc = _follower(data, me)
@@ -184,6 +195,7 @@ FAULTS: dict[str, Fault] = {
     "pg-pause-replay": pg_pause_replay,
     "pg-break-upstream": pg_break_upstream,
     "pg-wal-gone": pg_wal_gone,
+    "pg-promote": pg_promote,
     "etcd-kill": etcd_kill,
     "es-yellow": es_yellow,
     "es-red": es_red,
