@@ -66,7 +66,7 @@ demo: setup
 	$(BIN)/saline lab demo --dir $(CHEF_DEMO_DIR)
 
 bench: setup
-	$(BIN)/python tests/bench/fanout.py --minions 1000 --json bench-fanout-1000.json
+	$(BIN)/python tests/bench/fanout.py --minions 1000 --runs 100 --json bench-fanout-1000.json
 	$(BIN)/python tests/bench/fanout.py --minions 5000 --runs 5 --json bench-fanout-5000.json
 	$(BIN)/python tests/bench/minion_rss.py --json bench-minion-rss.json
 	$(BIN)/python tests/bench/cli.py --json bench-cli.json
