@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: seconds between looks for trailing (once_after) reactions whose quiet period passed
 TICK = 1.0
+#: reactions of a rule read back to find the last fix of a flapping key
+FINDINGS_LOOKBACK = 50
+#: characters of a decision's reason with the findings added
+MAX_REASON = 4000
 #: most events decided in one pass
 BATCH = 1000
 #: seconds between saves of the replay cursor while events match no rule
@@ -310,6 +314,7 @@ class Reactor:
         return decision
 
     def record(self, decisions: list[tuple[Decision, EventRecord]]) -> None:
+        decisions = [(self._with_findings(d), e) for d, e in decisions]
         rows = [_row(d, e, self._epoch()) for d, e in decisions]
         self.store.save_reactions(rows)  # every decision is durable before any action runs
         self.save_state()
@@ -319,6 +324,27 @@ class Reactor:
         for (decision, _), row in zip(decisions, rows, strict=True):
             if decision.verdict is Verdict.FIRE:
                 self._spawn(self.executor.execute(row))
+
+    def _with_findings(self, decision: Decision) -> Decision:
+        """A flapping escalation says what the last fix of that rule and key found (each
+        action's detail: a ladder's failed rungs and their errors), so the human it reaches
+        need not dig for it. Read from the store: escalations are rare."""
+        if decision.verdict is not Verdict.ESCALATE or not decision.reason.startswith("flapping"):
+            return decision
+        last = next(
+            (
+                row
+                for row in self.store.reaction_history(limit=FINDINGS_LOOKBACK, rule=decision.rule)
+                if row.key == (decision.key or "") and row.verdict == "fire" and row.outcome
+            ),
+            None,
+        )
+        if last is None:
+            return decision
+        details = [p.detail for _, p in sorted(last.progress.items()) if p.detail]
+        found = "; ".join(details) or "no detail recorded"
+        reason = f"{decision.reason}; the last fix ({last.outcome}): {found}"
+        return decision.model_copy(update={"reason": reason[:MAX_REASON]})
 
     async def _tick(self) -> None:
         """Trailing (once_after) reactions whose quiet period has passed."""

@@ -423,6 +423,7 @@ def test_a_fix_that_does_not_hold_escalates_instead_of_looping(chef: ChefLab) ->
             pauser.join(5)
     assert escalated["data"]["key"] == "be3"
     assert escalated["data"]["reason"].startswith("flapping: 3 firings for key 'be3'")
+    assert "; the last fix (" in escalated["data"]["reason"]  # and what its ladder found
     fired = [
         r
         for r in reactions(chef, "chef-pg-follower-out-of-sync")

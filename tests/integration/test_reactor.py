@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import textwrap
 import time
@@ -216,7 +217,11 @@ def test_flapping_escalates(lab: Lab) -> None:
         wait_for(lambda: all(r["outcome"] for r in history(lab, "flappy")), 15, "finished")
     verdicts = [r["verdict"] for r in reversed(history(lab, "flappy"))]
     assert verdicts[:2] == ["fire", "fire"] and "escalate" in verdicts[2:]
-    assert events(lab, "saline/reactor/flappy/escalated")
+    [escalated, *_] = events(lab, "saline/reactor/flappy/escalated")
+    # it says what the last fix found, so the human it reaches need not dig for it
+    reason = escalated["data"]["reason"]
+    assert reason.startswith("flapping: 2 firings for key 'test/flap'"), reason
+    assert re.search(r"; the last fix \(ok\): job \d+ \(test\.ping\): 1 succeeded$", reason)
 
 
 def test_forget_lets_a_flapping_rule_act_again(lab: Lab) -> None:
