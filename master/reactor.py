@@ -355,7 +355,12 @@ class Reactor:
             try:
                 decided = due(self.state, self.rules, self.view(), time.time())
                 if decided:
-                    self.record([(d, EventRecord(d.event_tag, {}, None, d.at)) for d in decided])
+                    # the held event (stored, already decided "pending"): the reaction and
+                    # its jobs name it as their cause, as every reaction does
+                    held = [
+                        EventRecord(d.event_tag, {}, None, d.at, _seq(d.event_id)) for d in decided
+                    ]
+                    self.record(list(zip(decided, held, strict=True)))
             except Exception:
                 self.failures += 1
                 log.exception("the reactor's timer could not decide on trailing reactions")
@@ -387,6 +392,10 @@ def as_event(record: EventRecord) -> Event:
         cause=None if record.cause is None else str(record.cause),
         rule=record.rule,
     )
+
+
+def _seq(event_id: str) -> int | None:
+    return int(event_id) if event_id.isdigit() else None
 
 
 def _row(decision: Decision, event: EventRecord, epoch: int) -> ReactionRecord:

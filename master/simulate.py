@@ -53,6 +53,8 @@ __all__ = [
 
 #: simulated seconds a trailing reaction may still come after the last event
 HORIZON = 3600.0
+#: how a once_after rule's decision on an event it holds begins (reactors/engine.py)
+PENDING = "pending: "
 
 
 class SimulationError(SalineError):
@@ -197,8 +199,8 @@ def describe(rendered: RenderedAction) -> str:
 class _Recorded:
     """The real reactor's decisions and reaction ends, read from the recording."""
 
-    #: (event id, rule, decided on the timer) -> the real decision; a once_after rule
-    #: decides twice on one event: skip ("pending") when it comes, and on the timer
+    #: (event id, rule, held) -> the real decision; a once_after rule decides twice on one
+    #: event: skip ("pending: ...", held) when it comes, and on the timer when it is due
     decisions: dict[tuple[str, str, bool], Real] = field(default_factory=dict)
     #: reaction id -> (when it ended, whether it succeeded)
     ends: dict[str, tuple[float, bool]] = field(default_factory=dict)
@@ -214,8 +216,8 @@ class _Recorded:
             if "verdict" in data and "event_id" in data:
                 rid = data.get("reaction_id")
                 real = Real(str(data["verdict"]), str(data.get("reason", "")), rid)
-                trailing = event.cause is None  # the timer's decisions name no stored event
-                recorded.decisions[(str(data["event_id"]), parts[2], trailing)] = real
+                held = real.reason.startswith(PENDING)
+                recorded.decisions[(str(data["event_id"]), parts[2], held)] = real
             elif isinstance(data.get("reaction"), str) and "outcome" in data:
                 recorded.ends[data["reaction"]] = (event.ts, data["outcome"] == "ok")
         return recorded
@@ -289,7 +291,8 @@ class Simulation:
                 self.online.discard(parts[2])
 
     def _decided(self, decision: Decision, seq: int | None, recorded: _Recorded) -> None:
-        real = recorded.decisions.get((decision.event_id, decision.rule, seq is None))
+        held = decision.reason.startswith(PENDING)
+        real = recorded.decisions.get((decision.event_id, decision.rule, held))
         result = Simulated(decision, seq, real)
         self.results.append(result)
         if decision.verdict is not Verdict.FIRE or decision.reaction_id is None:

@@ -126,6 +126,8 @@ def pg_leader(view: ClusterView) -> str:
     leading = pg_leading(view)
     if len(leading) > 1:  # a split brain: healing against either could be the wrong one
         raise CheckError(f"more than one backend says its PostgreSQL leads: {', '.join(leading)}")
+    if leading:  # after a failover the old leader, down, still has the role it last had
+        return leading[0]
     roles = view.values(BACKENDS, "pg_replication", "role")
     for backend in _by_id(roles):
         if roles[backend] == "leader":

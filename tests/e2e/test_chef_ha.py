@@ -431,3 +431,58 @@ def test_a_fix_that_does_not_hold_escalates_instead_of_looping(chef: ChefLab) ->
     ]
     assert len(fired) == 3, "fired until its flap budget was spent, then escalated"
     pg.query(node["address"], svc, password, "SELECT pg_wal_replay_resume()")
+
+
+# --- the very last: the leader fails (the lab does not get its first leader back) ----------
+
+
+def test_a_failed_leader_is_leaderls_and_saline_re_points_the_follower_left_behind(
+    chef: ChefLab,
+) -> None:
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync")
+
+    def quiet() -> bool:  # earlier tests' reactions have ended: every job below is ours
+        state = json.loads(saline(chef, "status", "--out", "json").stdout)["reactor"]
+        return not state["in_flight"]
+
+    wait_for(quiet, 120, "no reaction in flight")
+    for rule in ("chef-pg-follower-out-of-sync", "chef-pg-follower-down"):
+        forgot = saline(chef, "reactor", "forget", "--rule", rule)  # earlier tests' budgets
+        assert forgot.returncode == 0, forgot.stderr
+    logs = {
+        b: Path(record(chef)["nodes"][b]["root"], "var/log/chef-backend/ctl.log")
+        for b in ("be2", "be3")
+    }
+    before = {
+        b: len(log.read_text().splitlines()) if log.exists() else 0 for b, log in logs.items()
+    }
+    since = last_seq(chef)
+    said = faults.inject(chef.directory, "pg-leader-kill", "be1")
+    new = record(chef)["leader"]
+    [left] = [b for b in ("be2", "be3") if b != new]
+    assert f"promoted {new}" in said
+    wait_event(chef, since, f"saline/beacon/{new}/pg_replication/leader", 30)
+    # chef-backend did not re-point the other follower: saline's ladder does, against the
+    # backend that leads now; a ladder started in the moment before (naming the dead
+    # leader) finds it does not lead and stops without touching the follower's data
+    wait_for(lambda: roles(chef)[left] == "synced", 120, f"{left} following {new}")
+    rule = _rule_that_fired(chef, since)
+    wait_for(
+        lambda: [
+            r
+            for r in reactions(chef, rule)
+            if r["verdict"] == "fire" and (r["event_seq"] or 0) > since and r["outcome"] == "ok"
+        ],
+        60,
+        "the reaction that re-pointed it",
+    )
+    done = logs[left].read_text().splitlines()[before[left] :]
+    assert any(f"pgsql-follow {new} force=" in line for line in done), done
+    assert not any("pgsql-follow be1" in line for line in done), "re-pointed at the dead leader"
+    acting = {"chef_backend.pgsql_follow", "chef_backend.restart", "postgres.resume_replay"}
+    jobs = [e for e in events(chef, since, "saline/job/*/ret/*") if e.get("rule")]
+    acted = [(e["minion"], e["data"]["fun"], e["rule"]) for e in jobs if e["data"]["fun"] in acting]
+    assert {minion for minion, _, _ in acted} == {left}, acted
+    # a leader exists: no "no leader" escalation; the failed leader is leaderl's, untouched
+    assert events(chef, since, "saline/reactor/chef-pg-no-leader/escalated") == []
+    assert not [e for e in jobs if e["minion"] == "be1" and e["data"]["fun"] in acting]

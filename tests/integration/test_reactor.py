@@ -197,6 +197,40 @@ def test_crafted_event_data_cannot_run_anything(lab: Lab, tmp_path: Path) -> Non
     assert len(jobs_of(lab, "reactor:echo-it")) == 1
 
 
+def test_once_after_acts_on_the_latest_event_and_names_it(lab: Lab) -> None:
+    rules(
+        lab,
+        "trailing",
+        """\
+        - name: settle-down
+          on: test/trailing
+          throttle: {once_after: 1s}
+          do:
+            - run: {target: fe1, function: test.echo, args: ["{{ event.data.n }}"]}
+        """,
+    )
+    reload(lab)
+    fire(lab, "test/trailing", {"n": 1})
+    fire(lab, "test/trailing", {"n": 2})
+    [latest] = events(lab, "test/trailing")[-1:]
+    wait_for(
+        lambda: any(r["verdict"] == "fire" for r in history(lab, "settle-down")), 15, "the fire"
+    )
+    rows = history(lab, "settle-down")
+    [fired] = [r for r in rows if r["verdict"] == "fire"]
+    assert [r["reason"][:8] for r in rows if r["verdict"] == "skip"] == ["pending:"] * 2
+    # the reaction and its job name the event it acted on, the latest one
+    assert fired["event_seq"] == latest["seq"] and fired["event_tag"] == "test/trailing"
+    wait_for(lambda: history(lab, "settle-down")[0]["outcome"], 15, "the reaction to end")
+    [job] = jobs_of(lab, "reactor:settle-down")
+    shown = json.loads(saline(lab, "jobs", "show", job["jid"], "--out", "json").stdout)
+    assert shown["job"]["args"] == [2] and shown["returns"]["fe1"]["return"] == 2, (
+        shown
+    )  # the latest event's data
+    [ret] = [e for e in events(lab, "saline/job/*/ret/fe1") if e["rule"] == "settle-down"]
+    assert ret["cause"] == latest["seq"]
+
+
 def test_flapping_escalates(lab: Lab) -> None:
     rules(
         lab,

@@ -116,7 +116,7 @@ def cluster_view(instance: str, state: str, data: dict[str, Any]) -> StaticView:
     minion = "fe2" if instance == "migration_level" else "be2"
     observations: dict[str, dict[str, dict[str, Any]]] = {
         "be1": {
-            "pg_replication": {"role": "leader", "state": "leader"},
+            "pg_replication": {"role": "leader", "state": "leader", "node": "127.0.1.1:5432"},
             "time_drift": {"offset": 0.0, "state": "ok"},
             "config_drift": {"digest": "a", "state": "ok"},
         },

@@ -346,6 +346,14 @@ def test_pg_leading_lists_the_backends_whose_state_is_leader_now() -> None:
     assert pg_leading(both) == ["be1", "be3"]  # a split brain shows as two
     with pytest.raises(CheckError, match="more than one backend says its PostgreSQL leads"):
         pg_leader(both)  # the follower rules escalate rather than heal against either
+    failed_over = StaticView(
+        INVENTORY,
+        observations={
+            "be1": {"pg_replication": {"role": "leader", "state": "down"}},  # last seen leading
+            "be2": {"pg_replication": {"role": "leader", "state": "leader"}},
+        },
+    )
+    assert pg_leader(failed_over) == "be2"  # the one that leads now, not the first by id
 
 
 @pytest.mark.parametrize(

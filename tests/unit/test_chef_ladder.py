@@ -13,6 +13,7 @@ from tests.unit.test_orchestrate import BACKENDS, FakeClock, FakeRunner, Reply, 
 
 LADDER = load_runbook(find_runbook("chef/heal_follower", [SHIPPED_RUNBOOKS]))
 VARS = {"node": "be2", "host": "127.0.1.2", "port": "5432", "leader": "be1"}
+VARS |= {"leader_host": "127.0.1.1", "leader_port": "5432"}
 FIXES = ("postgres.resume_replay", "chef_backend.restart", "chef_backend.pgsql_follow")
 
 
@@ -27,6 +28,8 @@ class Follower(FakeRunner):
         last = self.calls[-1]
         if self.cure and fun == self.cure[0] and self.cure[1].items() <= last.kwargs.items():
             self.healed = True
+        if fun == "postgres.replication" and last.kwargs.get("host") == VARS["leader_host"]:
+            return Reply(ret={"in_sync": False, "role": "leader"})  # the leader leads
         if fun == "postgres.replication":
             return Reply(ret={"in_sync": self.healed, "role": "follower"})
         return Reply()

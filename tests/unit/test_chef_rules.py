@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from reactors.engine import evaluate, finish
+from reactors.engine import due, evaluate, finish
 from reactors.model import Decision, Event, Verdict
 from reactors.rules import OrchestrateAction, Rule, load_rules
 from reactors.runbook import find_runbook, load_runbook, render_steps
@@ -27,7 +27,7 @@ INVENTORY: dict[str, dict[str, Any]] = {
 
 def view(**observations: dict[str, dict[str, Any]]) -> StaticView:
     base: dict[str, dict[str, dict[str, Any]]] = {
-        "be1": {"pg_replication": {"role": "leader", "state": "leader"}},
+        "be1": {"pg_replication": {"role": "leader", "state": "leader", "node": "127.0.1.1:5432"}},
         "be2": {"pg_replication": {"role": "follower", "state": "in_sync"}},
         "be3": {"pg_replication": {"role": "follower", "state": "in_sync"}},
     }
@@ -79,6 +79,8 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
         "host": "127.0.1.2",
         "port": "5432",
         "leader": "be1",
+        "leader_host": "127.0.1.1",
+        "leader_port": "5432",
         "down": False,
         "paused": False,
     }
@@ -305,7 +307,10 @@ def test_two_leaders_start_the_fence_and_stop_the_follower_heals() -> None:
         minion="be2",
         data={"role": "leader", "state": "leader", "node": "h2:5432"},
     )
-    decision = only(evaluate(event, rule("chef-pg-split-brain"), split, ReactorState(), 0))
+    state = ReactorState()
+    held = only(evaluate(event, rule("chef-pg-split-brain"), split, state, 0))
+    assert held.reason == "pending: acts once no matching event came for 5s (1 so far)"
+    decision = only(due(state, rule("chef-pg-split-brain"), split, 5.0))
     assert decision.verdict is Verdict.FIRE, decision.reason
     action = decision.actions[0].action
     assert isinstance(action, OrchestrateAction) and action.runbook == "chef/fence_split_brain"
@@ -319,3 +324,10 @@ def test_two_leaders_start_the_fence_and_stop_the_follower_heals() -> None:
     )
     assert heal.verdict is Verdict.ESCALATE
     assert "more than one backend says its PostgreSQL leads: be1, be2" in heal.reason
+    # a failover: the new leader reports before the old one's beacon says it is down; by
+    # the end of the grace it has, and nothing is fenced
+    state = ReactorState()
+    evaluate(event, rule("chef-pg-split-brain"), split, state, 0)
+    split.observations["be1"]["pg_replication"] = {"role": "leader", "state": "down"}
+    gone = only(due(state, rule("chef-pg-split-brain"), split, 5.0))
+    assert gone.verdict is Verdict.SKIP and gone.reason == "condition false"

@@ -366,3 +366,47 @@ def test_split_brain_touches_nothing_when_leaderl_designates_neither(runner: Fak
     assert not result.success and result.stopped_at == "designated"
     assert {c.fun for c in runner.calls} == {"chef_backend.cluster_status"}
     assert "condition false" in result.steps[0].comment
+
+
+# --- chef/heal_follower ------------------------------------------------------------------------
+
+FOLLOWER = {"node": "be3", "host": "10.0.0.3", "port": "5432", "leader": "be1"}
+FOLLOWER |= {"leader_host": "10.0.0.1", "leader_port": "5432", "down": True}
+BEHIND = Reply("ok", {"in_sync": False, "role": "follower"})
+
+
+@pytest.mark.parametrize(("leads", "follows"), [(True, True), (False, False)])
+def test_the_ladder_re_points_or_re_clones_only_against_a_leader_that_leads(
+    runner: FakeRunner, leads: bool, follows: bool
+) -> None:
+    answer = {"role": "leader"} if leads else {"role": "follower"}  # the old leader, gone
+    asked: list[str] = []
+
+    def leader_or_follower(minion: str, fun: str) -> Reply:  # be3 asks about itself or be1
+        host = runner.calls[-1].kwargs.get("host")
+        asked.append(str(host))
+        return Reply("ok", answer) if host == "10.0.0.1" else BEHIND
+
+    runner.reply = leader_or_follower  # type: ignore[method-assign]
+    result = execute(runbook("chef/heal_follower"), runner, vars=FOLLOWER)
+    assert not result.success
+    follows_jobs = only(runner, "chef_backend.pgsql_follow")
+    assert bool(follows_jobs) is follows  # re-follow and re-clone, or neither
+    assert {c.target for c in runner.calls} == {"be3"}  # every step targets the follower
+    assert "10.0.0.1" in asked  # which asked the leader's PostgreSQL whether it leads
+    leads_step = next(s for s in result.steps if s.name == "the leader leads")
+    assert leads_step.result is leads
+    if not leads:  # nothing wiped: the re-clone rung never ran against a leader that left
+        assert next(s for s in result.steps if s.name == "re-clone from a base backup").skipped
+
+
+def test_a_follower_promoted_meanwhile_is_left_alone(runner: FakeRunner) -> None:
+    """In a failover, the follower being healed may be the one leaderl promotes: no rung
+    restarts or re-points the new leader."""
+    runner.script[("be3", "postgres.replication")] = Reply(
+        "ok", {"in_sync": False, "role": "leader"}
+    )
+    vars = {**FOLLOWER, "down": False}
+    result = execute(runbook("chef/heal_follower"), runner, vars=vars)
+    assert result.success
+    assert {c.fun for c in runner.calls} == {"postgres.replication"}  # it only looked

@@ -2,8 +2,9 @@
 
 Each fault acts on the real service or file (PostgreSQL through SQL and ``pg_ctl``, etcd
 and the Elasticsearch stand-in through their processes, the formula's files on disk) and
-returns a sentence saying what it did. PostgreSQL faults refuse the leader: saline's rules
-never touch it, and the lab's faults are what the rules are meant to heal.
+returns a sentence saying what it did. PostgreSQL faults refuse the leader (saline's rules
+never touch it, and the lab's faults are what the rules are meant to heal), but for
+``pg-leader-kill``, which emulates leaderl's failover after it.
 """
 
 import json
@@ -59,6 +60,38 @@ def pg_promote(data: dict[str, Any], me: dict[str, Any]) -> str:
     return (
         f"promoted {me['name']}'s PostgreSQL (pg_ctl promote): it leads beside "
         f"{data['leader']}, the leader leaderl designates"
+    )
+
+
+def _lsn(text: str | None) -> int:
+    high, _, low = (text or "0/0").partition("/")
+    return (int(high, 16) << 32) | int(low or "0", 16)
+
+
+def pg_leader_kill(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """The leader's PostgreSQL killed, and leaderl's failover emulated: the follower that
+    replayed most is promoted and designated; the other is left pointing at the dead leader
+    (chef-backend did not re-point it: saline's follower ladder must)."""
+    if me["name"] != data["leader"]:
+        raise ChefLabError(f"{me['name']} does not lead: pg-leader-kill needs {data['leader']}")
+    password = data["secrets"]["password"]
+    pg.stop(me["services"]["postgresql"], "immediate")
+    replayed = {}
+    for name in sorted(data["nodes"]):
+        other = data["nodes"][name]
+        if other["role"] != "backend" or name == me["name"]:
+            continue
+        svc = other["services"]["postgresql"]
+        (lsn,) = pg.query(other["address"], svc, password, "SELECT pg_last_wal_replay_lsn()")[0]
+        replayed[name] = _lsn(lsn)
+    chosen = max(sorted(replayed), key=replayed.__getitem__)
+    new = data["nodes"][chosen]["services"]["postgresql"]
+    pg.run("pg_ctl", "promote", "-w", "-D", new["data_dir"])
+    new["role"], data["leader"] = "leader", chosen
+    left = [n for n in sorted(replayed) if n != chosen]
+    return (
+        f"killed the leader {me['name']}'s PostgreSQL; leaderl's failover promoted {chosen}; "
+        f"{', '.join(left)} still point(s) at {me['name']}"
     )
 
 
@@ -196,6 +229,7 @@ FAULTS: dict[str, Fault] = {
     "pg-break-upstream": pg_break_upstream,
     "pg-wal-gone": pg_wal_gone,
     "pg-promote": pg_promote,
+    "pg-leader-kill": pg_leader_kill,
     "etcd-kill": etcd_kill,
     "es-yellow": es_yellow,
     "es-red": es_red,
