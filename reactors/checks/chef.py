@@ -117,7 +117,8 @@ def migration_drift(view: ClusterView) -> MigrationDrift:
 
 
 def pg_leader(view: ClusterView) -> str:
-    """The backend whose ``pg_replication`` beacon last reported the role ``leader``.
+    """The backend whose ``pg_replication`` beacon says it leads now (state ``leader``); if
+    none does, the one last seen with the role ``leader`` (the first by id).
 
     :raises CheckError: no backend reports it, or more than one says now that it leads (a
         split brain). An action that needs the leader then cannot be built, and its rule
