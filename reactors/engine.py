@@ -6,7 +6,7 @@ pending and awaiting reactions), which the caller persists after each call.
 
 Order of checks for one (event, rule) whose tag glob matched, each a named method returning a
 decision or None: paused, own event, chain depth, condition, key, flap suppression, duplicate
-in flight, then either once_after (defer to :func:`due`) or once_within and cooldown; then
+in flight, then either once_after / grace (defer to :func:`due`) or once_within and cooldown; then
 building the actions (render, validate targets), concurrency, quorum, flap count, and the mode.
 """
 
@@ -36,6 +36,7 @@ from reactors.rules import (
     Rule,
     RunAction,
     StateAction,
+    Throttle,
 )
 from reactors.state import Awaiting, InFlight, Pending, ReactionNotFound, ReactorState
 from reactors.view import ClusterView, ViewProxy
@@ -65,6 +66,8 @@ class _Reaction:
         }
         self.actions: list[RenderedAction] = []
         self.touches: list[str] = []
+        #: refused only because another reaction holds its group's slot (it will end)
+        self.busy = False
 
     def decision(self, verdict: Verdict, reason: str, reaction_id: str | None = None) -> Decision:
         return Decision(
@@ -105,8 +108,8 @@ class _Reaction:
         )
         if decided is not None:
             return decided
-        if self.rule.throttle is not None and self.rule.throttle.once_after is not None:
-            return self.defer(self.rule.throttle.once_after)
+        if self.rule.throttle is not None and self.rule.throttle.deferred is not None:
+            return self.defer(self.rule.throttle)
         return self.first(self.check_throttle, self.check_cooldown) or self.act()
 
     def check_paused(self) -> Decision | None:
@@ -156,8 +159,8 @@ class _Reaction:
         reason = guards.cooling_down(self.state, self.rule, self.key, self.now)
         return self.decision(Verdict.SKIP, reason) if reason else None
 
-    def defer(self, quiet: float) -> Decision:
-        """once_after: remember the latest event; :func:`due` acts after the quiet period."""
+    def defer(self, throttle: Throttle) -> Decision:
+        """once_after / grace: remember the latest event; :func:`due` acts when it ends."""
         keyed = self.state.pending.setdefault(self.rule.name, {})
         held = keyed.get(self.key)
         if held is None:
@@ -167,11 +170,13 @@ class _Reaction:
                 update={"event": self.event, "last_seen": self.now, "count": held.count + 1}
             )
         keyed[self.key] = held
-        return self.decision(
-            Verdict.SKIP,
-            f"pending: acts once no matching event came for {format_duration(quiet)} "
-            f"({held.count} so far)",
-        )
+        if throttle.grace is not None:
+            left = held.first_seen + throttle.grace - self.now
+            said = f"acts in {format_duration(max(left, 0.0))} if the condition still holds"
+        else:
+            quiet = format_duration(throttle.once_after or 0.0)
+            said = f"acts once no matching event came for {quiet}"
+        return self.decision(Verdict.SKIP, f"pending: {said} ({held.count} so far)")
 
     # --- steps before acting (shared by evaluate and due) --------------------------------------
 
@@ -246,6 +251,7 @@ class _Reaction:
 
     def check_concurrency(self, group: str | None, limit: int) -> Decision | None:
         reason = guards.over_concurrency(self.state, group, limit)
+        self.busy = reason is not None
         return self.decision(Verdict.SKIP, reason) if reason else None
 
     def check_quorum(self) -> Decision | None:
@@ -255,6 +261,8 @@ class _Reaction:
             reason = guards.quorum(self.state, self.rule.guard.group, self.view, self.touches)
         except SalineError as e:
             return self.decision(Verdict.ESCALATE, f"quorum: cannot read group: {e}")
+        # a disruptive reaction in flight ends; too few healthy members is no wait
+        self.busy = reason is not None and reason.startswith("quorum: disruptive reaction")
         return self.decision(Verdict.SKIP, reason) if reason else None
 
     def check_flapping(self) -> Decision | None:
@@ -329,15 +337,29 @@ def evaluate(
     ]
 
 
+def _held_until(rule: Rule, held: Pending) -> float:
+    """When a held reaction is ready: ``grace`` after its first event, ``once_after`` after
+    its latest."""
+    throttle = rule.throttle
+    if throttle is not None and throttle.grace is not None:
+        return held.first_seen + throttle.grace
+    quiet = throttle.once_after if throttle is not None else None
+    return held.last_seen + (quiet or 0.0)
+
+
 def due(
     state: ReactorState, rules: Sequence[Rule], view: ClusterView, now: float
 ) -> list[Decision]:
-    """Act on ``once_after`` reactions whose quiet period (and cooldown) has passed.
+    """Act on ``once_after`` / ``grace`` reactions whose quiet period or grace (and cooldown)
+    has passed.
 
     The master calls this on a timer. Each ready pending reaction is decided with its latest
     event through the same guards as :func:`evaluate` (paused, the condition again, against
     the view as it is now, flapping, duplicate, targets, concurrency, quorum, flap count,
-    mode) and then forgotten. Also drops throttle and flap
+    mode) and then forgotten, unless it was refused only because another reaction holds its
+    group's slot: that refusal is told once and it stays held, looked at again on every call
+    until the slot frees (a held split brain must not be lost to a heal in flight). Also
+    drops throttle and flap
     records old enough to no longer matter, so the state stays bounded.
     """
     by_name = {rule.name: rule for rule in rules}
@@ -350,21 +372,27 @@ def due(
             if rule is None:
                 del keyed[key]  # rule removed by a reload: nothing left to act for
                 continue
-            quiet = rule.throttle.once_after if rule.throttle else None
             last = state.last_fire(name, key)
-            ready = max(held.last_seen + (quiet or 0.0), (last or -rule.cooldown) + rule.cooldown)
+            ready = max(_held_until(rule, held), (last or -rule.cooldown) + rule.cooldown)
             if now < ready:
                 continue
             del keyed[key]
             reaction = _Reaction(rule, held.event, view, state, now)
             reaction.key = key
-            decided = reaction.first(
-                reaction.check_paused,
-                reaction.check_condition,  # against the view now: a fault gone by is let be
-                reaction.check_flap_suppressed,
-                reaction.check_duplicate,
+            decided = (
+                reaction.first(
+                    reaction.check_paused,
+                    reaction.check_condition,  # against the view now: a fault gone by is let be
+                    reaction.check_flap_suppressed,
+                    reaction.check_duplicate,
+                )
+                or reaction.act()
             )
-            decisions.append(decided or reaction.act())
+            if reaction.busy:  # another reaction holds the group: wait for it, told once
+                keyed[key] = held.model_copy(update={"waiting": True})
+                if held.waiting:
+                    continue
+            decisions.append(decided)
         if not keyed:
             del state.pending[name]
     _prune(state, by_name, now)

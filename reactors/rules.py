@@ -115,7 +115,8 @@ class NotifyAction(_Model):
 class EscalateAction(_Model):
     """Tell a human instead of acting: the decision is ``escalate`` with this reason (stored,
     published as ``saline/reactor/RULE/escalated`` and notified like any escalation). The
-    only action of its rule; throttle, cooldown and ``once_after`` apply to it as to any."""
+    only action of its rule; throttle, cooldown, ``once_after`` and ``grace`` apply to it as
+    to any."""
 
     kind: Literal["escalate"] = "escalate"
     #: a template over the event, like any action's strings
@@ -157,12 +158,22 @@ class Throttle(_Model):
     once_within: Duration | None = None
     #: trailing edge: act once no new matching event came for this long
     once_after: Duration | None = None
+    #: act this long after the first matching event if the condition still holds then; later
+    #: matching events do not push it back (a fault a beacon reasserts would, with once_after)
+    grace: Duration | None = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> Throttle:
-        if self.once_within is not None and self.once_after is not None:
-            raise ValueError("choose once_within or once_after, not both")
+        chosen = [m for m in ("once_within", "once_after", "grace") if getattr(self, m) is not None]
+        if len(chosen) > 1:
+            both = " and ".join(chosen)
+            raise ValueError(f"choose one of once_within, once_after and grace, not {both}")
         return self
+
+    @property
+    def deferred(self) -> float | None:
+        """How long a reaction is held (once_after or grace); None: decided at once."""
+        return self.once_after if self.once_after is not None else self.grace
 
 
 class Guard(_Model):

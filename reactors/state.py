@@ -36,12 +36,16 @@ class InFlight(BaseModel):
 
 
 class Pending(BaseModel):
-    """A ``once_after`` reaction waiting for a quiet period; acts on the latest event."""
+    """A ``once_after`` (``grace``) reaction waiting for a quiet period (its grace to end);
+    acts on the latest event."""
 
     event: Event
     first_seen: float
     last_seen: float
     count: int = 1
+    #: due, but another reaction holds its group: looked at again on every tick until the
+    #: slot frees (the refusal was told once)
+    waiting: bool = False
 
 
 class Awaiting(BaseModel):

@@ -14,14 +14,17 @@ import json
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from minion.modules import chef_server, cmd
+from minion.modules import chef_server, cmd, pg_reclone, postgres
 from minion.modules.base import Context, Outcome
 from saline.errors import ExecutionError
 
 TOOL_ENV = "SALINE_CHEF_BACKEND_CTL"
 DEFAULT_TOOL = "chef-backend-ctl"
+#: the node's PostgreSQL data directory for ``reclone`` when it is given no ``data_dir``
+PGDATA_ENV = "SALINE_CHEF_BACKEND_PGDATA"
 
 #: services every backend node runs; one missing from ``status`` makes the node unhealthy
 EXPECTED_SERVICES = ("elasticsearch", "etcd", "leaderl", "postgresql")
@@ -219,6 +222,68 @@ def pgsql_follow(
     return _run(ctx, ["pgsql-follow", *flags, host], timeout)
 
 
+def reclone(
+    ctx: Context,
+    leader_host: str,
+    leader_port: int = 5432,
+    host: str = "127.0.0.1",
+    port: int = 5432,
+    data_dir: str | None = None,
+    keep: list[str] | None = None,
+    stream_timeout: float = 30,
+    timeout: float = 3600,
+) -> dict[str, Any]:
+    """Re-clone this follower from a fresh base backup of the leader, beside its old copy.
+
+    Unlike ``pgsql_follow --force-basebackup`` (which wipes the data directory first), the
+    backup goes to ``DATA.saline-new`` while the old copy runs on; only a complete backup is
+    swapped in (PostgreSQL stopped and started with ``chef-backend-ctl``), and the old copy
+    is removed only once the new one streams. A failed backup leaves the old copy untouched
+    and running; a new copy that does not stream is swapped back out and the old one started.
+
+    Args:
+        leader_host: the leader's PostgreSQL address (it must lead: the caller checks).
+        leader_port: its port.
+        host: this follower's PostgreSQL address, to tell that the new copy streams.
+        port: its port.
+        data_dir: the data directory (default: ``SALINE_CHEF_BACKEND_PGDATA``).
+        keep: files of the old copy that are the node's own, copied over the backup's.
+        stream_timeout: seconds the new copy has to stream before it is swapped back out.
+        timeout: seconds the base backup may take.
+    """
+    leader = _check_host(leader_host, "leader_host", allow_ip=True)
+    directory = data_dir or os.environ.get(PGDATA_ENV)
+    if not directory or not os.path.isabs(directory):
+        raise ExecutionError(f"data_dir must be an absolute path (or set {PGDATA_ENV})")
+    files = keep or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ExecutionError(f"keep must be a list of file names, got {keep!r}")
+
+    def service(action: Callable[..., Outcome]) -> Callable[[], None]:
+        def run() -> None:
+            outcome = action(ctx, "postgresql")
+            if outcome.retcode != 0:
+                said = pg_reclone.last_line(outcome.value["stderr"] or outcome.value["stdout"])
+                raise ExecutionError(f"{action.__name__} postgresql failed: {said}")
+
+        return run
+
+    def streaming() -> str | None:
+        state = postgres.replication(ctx, host=host, port=port, timeout=2)
+        receiver = state.get("wal_receiver") or {}
+        return receiver.get("sender_host") if receiver.get("status") == "streaming" else None
+
+    node = pg_reclone.Node(stop=service(stop), start=service(start), streaming=streaming)
+    return pg_reclone.reclone(
+        Path(directory),
+        (leader, int(leader_port)),
+        node,
+        keep=files,
+        backup_timeout=float(timeout),
+        stream_timeout=float(stream_timeout),
+    )
+
+
 def gen_server_config(ctx: Context, fqdn: str, path: str, timeout: float = 120) -> Outcome:
     """Write a frontend's chef-server.rb (``chef-backend-ctl gen-server-config FQDN -f PATH``).
 
@@ -311,6 +376,7 @@ def join_cluster(ctx: Context, leader: str, secrets: str, timeout: float = 1800)
 TIMEOUTS: dict[Callable[..., Any], float] = {
     reconfigure: 1800.0,
     pgsql_follow: 3600.0,
+    reclone: 3700.0,
     create_cluster: 1800.0,
     join_cluster: 1800.0,
 }
@@ -320,6 +386,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "cluster_status": cluster_status,
     "reconfigure": reconfigure,
     "pgsql_follow": pgsql_follow,
+    "reclone": reclone,
     "gen_server_config": gen_server_config,
     "start": start,
     "stop": stop,

@@ -113,7 +113,7 @@ FOLLOWER_FAULTS = [
     ("pg-pause-replay", "be2", "postgres.resume_replay"),
     ("pg-break-upstream", "be3", "chef_backend.pgsql_follow"),
     ("pg-stop", "be2", "chef_backend.restart"),
-    ("pg-wal-gone", "be3", "chef_backend.pgsql_follow"),
+    ("pg-wal-gone", "be3", "chef_backend.reclone"),
 ]
 
 
@@ -144,6 +144,13 @@ def test_follower_fault_heals_while_the_leader_stays_writable(
     ran = [job["data"]["fun"] for job in jobs]
     assert fix in ran, ran
     assert {job["minion"] for job in jobs} == {node}, "the ladder touched another node"
+    if fix == "chef_backend.reclone":  # beside the old copy, removed once the new one streamed
+        [done] = [j for j in jobs if j["data"]["fun"] == fix]
+        assert done["data"]["success"], done
+        data_dir = Path(record(chef)["nodes"][node]["services"]["postgresql"]["data_dir"])
+        assert (data_dir / "PG_VERSION").exists()
+        assert sorted(p.name for p in data_dir.parent.glob(f"{data_dir.name}.saline-*")) == []
+        assert "chef_backend.pgsql_follow" in ran  # the re-follow rung came first, and failed
 
 
 def caught_up(writer: Writer, node: str) -> bool:
@@ -160,13 +167,6 @@ def _rule_that_fired(chef: ChefLab, since: int) -> str:
     return str(fired[0]["tag"].split("/")[2])
 
 
-def test_wal_gone_needed_the_reclone(chef: ChefLab) -> None:
-    """The re-clone rung ran with --force-basebackup after the gentler rungs failed."""
-    log = Path(record(chef)["nodes"]["be3"]["root"], "var/log/chef-backend/ctl.log")
-    lines = log.read_text().splitlines()
-    assert any("pgsql-follow be1 force=True" in line for line in lines), lines
-
-
 def test_a_split_brain_fences_the_undesignated_leader_and_never_touches_the_other(
     chef: ChefLab,
 ) -> None:
@@ -181,15 +181,16 @@ def test_a_split_brain_fences_the_undesignated_leader_and_never_touches_the_othe
         wait_for(lambda: len(writer.committed) > healed + 50, 10, "50 more writes after it")
     assert reaction["outcome"] == "ok", reaction
     assert "be2/pg_replication/leader" in reaction["event_tag"]
-    disruptive = [j for j in jobs if j["data"]["fun"] == "chef_backend.pgsql_follow"]
-    assert [j["minion"] for j in disruptive] == ["be2"], jobs
+    disruptive = [j for j in jobs if j["data"]["fun"] == "chef_backend.reclone"]
+    assert [j["minion"] for j in disruptive] == ["be2"], jobs  # beside its old copy
     touched_be1 = {j["data"]["fun"] for j in jobs if j["minion"] == "be1"}
     assert touched_be1 <= {"chef_backend.cluster_status"}, "the designated leader was touched"
     assert writer.errors == []  # the designated leader stayed writable throughout
     assert writer.rows_on("be1") == set(writer.committed), "a committed row was lost"
     wait_for(lambda: caught_up(writer, "be2"), 30, "be2 to catch up")
     log = Path(record(chef)["nodes"]["be2"]["root"], "var/log/chef-backend/ctl.log")
-    assert "pgsql-follow be1 force=True" in log.read_text().splitlines()[-1]
+    last = [line.split(" ", 1)[1] for line in log.read_text().splitlines()[-2:]]
+    assert last == ["stop postgresql", "start postgresql"]  # the swap, no wiping pgsql-follow
 
 
 def test_two_followers_down_heal_one_after_the_other(chef: ChefLab) -> None:
@@ -442,3 +443,58 @@ def test_a_fix_that_does_not_hold_escalates_instead_of_looping(chef: ChefLab) ->
     ]
     assert len(fired) == 3, "fired until its flap budget was spent, then escalated"
     pg.query(node["address"], svc, password, "SELECT pg_wal_replay_resume()")
+
+
+# --- the very last: the leader fails (the lab does not get its first leader back) ----------
+
+
+def test_a_failed_leader_is_leaderls_and_saline_re_points_the_follower_left_behind(
+    chef: ChefLab,
+) -> None:
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync")
+
+    def quiet() -> bool:  # earlier tests' reactions have ended: every job below is ours
+        state = json.loads(saline(chef, "status", "--out", "json").stdout)["reactor"]
+        return not state["in_flight"]
+
+    wait_for(quiet, 120, "no reaction in flight")
+    for rule in ("chef-pg-follower-out-of-sync", "chef-pg-follower-down"):
+        forgot = saline(chef, "reactor", "forget", "--rule", rule)  # earlier tests' budgets
+        assert forgot.returncode == 0, forgot.stderr
+    logs = {
+        b: Path(record(chef)["nodes"][b]["root"], "var/log/chef-backend/ctl.log")
+        for b in ("be2", "be3")
+    }
+    before = {
+        b: len(log.read_text().splitlines()) if log.exists() else 0 for b, log in logs.items()
+    }
+    since = last_seq(chef)
+    said = faults.inject(chef.directory, "pg-leader-kill", "be1")
+    new = record(chef)["leader"]
+    [left] = [b for b in ("be2", "be3") if b != new]
+    assert f"promoted {new}" in said
+    wait_event(chef, since, f"saline/beacon/{new}/pg_replication/leader", 30)
+    # chef-backend did not re-point the other follower: saline's ladder does, against the
+    # backend that leads now; a ladder started in the moment before (naming the dead
+    # leader) finds it does not lead and stops without touching the follower's data
+    wait_for(lambda: roles(chef)[left] == "synced", 120, f"{left} following {new}")
+    rule = _rule_that_fired(chef, since)
+    wait_for(
+        lambda: [
+            r
+            for r in reactions(chef, rule)
+            if r["verdict"] == "fire" and (r["event_seq"] or 0) > since and r["outcome"] == "ok"
+        ],
+        60,
+        "the reaction that re-pointed it",
+    )
+    done = logs[left].read_text().splitlines()[before[left] :]
+    assert any(f"pgsql-follow {new} force=" in line for line in done), done
+    assert not any("pgsql-follow be1" in line for line in done), "re-pointed at the dead leader"
+    acting = {"chef_backend.pgsql_follow", "chef_backend.restart", "postgres.resume_replay"}
+    jobs = [e for e in events(chef, since, "saline/job/*/ret/*") if e.get("rule")]
+    acted = [(e["minion"], e["data"]["fun"], e["rule"]) for e in jobs if e["data"]["fun"] in acting]
+    assert {minion for minion, _, _ in acted} == {left}, acted
+    # a leader exists: no "no leader" escalation; the failed leader is leaderl's, untouched
+    assert events(chef, since, "saline/reactor/chef-pg-no-leader/escalated") == []
+    assert not [e for e in jobs if e["minion"] == "be1" and e["data"]["fun"] in acting]

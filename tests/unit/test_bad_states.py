@@ -57,7 +57,7 @@ def lab_beacons() -> dict[str, type[Beacon]]:
         "root": "/n",
         "ctl": "/n/ctl",
         "services": {
-            "postgresql": {"port": 5432},
+            "postgresql": {"port": 5432, "data_dir": "/n/pg"},
             "etcd": {"client_url": "http://127.0.1.1:2379"},
             "elasticsearch": {"port": 9200},
             "ntp": {"port": 123},

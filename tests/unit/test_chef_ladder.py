@@ -14,7 +14,12 @@ from tests.unit.test_orchestrate import BACKENDS, FakeClock, FakeRunner, Reply, 
 LADDER = load_runbook(find_runbook("chef/heal_follower", [SHIPPED_RUNBOOKS]))
 VARS = {"node": "be2", "host": "127.0.1.2", "port": "5432", "leader": "be1"}
 VARS |= {"leader_host": "127.0.1.1", "leader_port": "5432"}
-FIXES = ("postgres.resume_replay", "chef_backend.restart", "chef_backend.pgsql_follow")
+FIXES = (
+    "postgres.resume_replay",
+    "chef_backend.restart",
+    "chef_backend.pgsql_follow",
+    "chef_backend.reclone",
+)
 
 
 @dataclass
@@ -44,6 +49,13 @@ def fixes(runner: FakeRunner) -> list[tuple[str, dict[str, Any]]]:
     return [(c.fun, c.kwargs) for c in runner.calls if c.fun in FIXES]
 
 
+def after_asking_the_leader(runner: FakeRunner) -> str:
+    """The function of the first call after the ladder asked whether the leader leads."""
+    first, then = runner.calls[0], runner.calls[1]
+    assert (first.fun, first.kwargs.get("host")) == ("postgres.replication", VARS["leader_host"])
+    return then.fun
+
+
 def test_an_in_sync_follower_needs_nothing() -> None:
     runner = ladder(None, healed=True)
     result = execute(LADDER, runner, vars=VARS)
@@ -62,18 +74,23 @@ def test_paused_replay_is_resumed_without_waiting_for_catch_up() -> None:
     runner = ladder(("postgres.resume_replay", {}))
     result = execute(LADDER, runner, vars={**VARS, "paused": True})
     assert result.success, result
-    assert runner.calls[0].fun == "postgres.resume_replay"
+    assert after_asking_the_leader(runner) == "postgres.resume_replay"
 
 
 def test_wal_gone_climbs_every_rung_in_order_to_the_reclone() -> None:
-    runner = ladder(("chef_backend.pgsql_follow", {"force_basebackup": True}))
+    runner = ladder(("chef_backend.reclone", {}))
     result = execute(LADDER, runner, vars=VARS)
     assert result.success, result
+    reclone = {
+        "leader_host": "127.0.1.1", "leader_port": "5432", "host": "127.0.1.2", "port": "5432",
+        "keep": ["postgresql.conf", "pg_hba.conf", "pg_ident.conf", "node.conf"],
+        "stream_timeout": 30, "timeout": 600,
+    }  # fmt: skip
     assert fixes(runner) == [
         ("postgres.resume_replay", {"host": "127.0.1.2", "port": "5432"}),
         ("chef_backend.restart", {}),
         ("chef_backend.pgsql_follow", {"leader": "be1"}),
-        ("chef_backend.pgsql_follow", {"leader": "be1", "force_basebackup": True}),
+        ("chef_backend.reclone", reclone),  # beside the old copy, never pgsql-follow --force
     ]
     assert {c.target for c in runner.calls} == {"be2"}  # never the leader
 
@@ -83,7 +100,7 @@ def test_a_follower_that_is_down_starts_at_the_restart() -> None:
     result = execute(LADDER, runner, vars={**VARS, "down": True})
     assert result.success, result
     assert [f for f, _ in fixes(runner)] == ["chef_backend.restart"]
-    assert runner.calls[0].fun == "chef_backend.restart"  # no catch-up wait first
+    assert after_asking_the_leader(runner) == "chef_backend.restart"  # no catch-up wait
 
 
 def test_a_ladder_that_fails_fails_the_runbook() -> None:

@@ -335,6 +335,7 @@ def test_backend_functions_table() -> None:
         "cluster_status",
         "reconfigure",
         "pgsql_follow",
+        "reclone",
         "gen_server_config",
         "start",
         "stop",

@@ -86,16 +86,38 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
     }
 
 
-def test_no_known_leader_escalates_instead_of_guessing() -> None:
-    no_leader = view(be1={"pg_replication": {"state": "down"}})
-    decision = only(
-        evaluate(
-            out_of_sync("be2"), rule("chef-pg-follower-out-of-sync"), no_leader, ReactorState(), 0
-        )
+@pytest.mark.parametrize("reported", [{"state": "down"}, {}], ids=["leader down", "unknown"])
+def test_no_leader_heals_no_follower_and_escalates_after_the_grace(
+    reported: dict[str, Any],
+) -> None:
+    """No backend leads now (a failover, or no leader reported): no ladder starts (nothing to
+    follow; a rung could hit the node leaderl promotes); 30 s later a human is told."""
+    no_leader = view(be1={"pg_replication": reported})
+    rules = rule("chef-pg-follower-out-of-sync") + rule("chef-pg-no-leader")
+    state = ReactorState()
+    first = evaluate(out_of_sync("be2"), rules, no_leader, state, 0)
+    assert [(d.rule, d.verdict, d.reason) for d in first] == [
+        ("chef-pg-follower-out-of-sync", Verdict.SKIP, "condition false"),
+        ("chef-pg-no-leader", Verdict.SKIP, first[1].reason),
+    ]
+    assert first[1].reason.startswith("pending: acts in 30s if the condition still holds")
+    [late] = due(state, rules, no_leader, 31.0)
+    assert late.verdict is Verdict.ESCALATE and late.rule == "chef-pg-no-leader"
+    assert "no PostgreSQL leader for 30s (be2, last seen as follower, is out_of_sync)" in (
+        late.reason
     )
-    assert decision.verdict is Verdict.ESCALATE
-    assert "cannot build actions" in decision.reason
-    assert "no backend reports the PostgreSQL leader role" in decision.reason
+
+
+def test_a_leader_elected_meanwhile_clears_the_no_leader_grace() -> None:
+    no_leader = view(be1={"pg_replication": {"state": "down"}})
+    rules = rule("chef-pg-no-leader")
+    state = ReactorState()
+    evaluate(out_of_sync("be2"), rules, no_leader, state, 0)
+    elected = view(
+        be1={"pg_replication": {"state": "down"}},
+        be3={"pg_replication": {"role": "leader", "state": "leader"}},
+    )
+    assert [d.reason for d in due(state, rules, elected, 31.0)] == ["condition false"]
 
 
 def test_two_followers_are_never_healed_together() -> None:
@@ -309,7 +331,7 @@ def test_two_leaders_start_the_fence_and_stop_the_follower_heals() -> None:
     )
     state = ReactorState()
     held = only(evaluate(event, rule("chef-pg-split-brain"), split, state, 0))
-    assert held.reason == "pending: acts once no matching event came for 5s (1 so far)"
+    assert held.reason == "pending: acts in 5s if the condition still holds (1 so far)"
     decision = only(due(state, rule("chef-pg-split-brain"), split, 5.0))
     assert decision.verdict is Verdict.FIRE, decision.reason
     action = decision.actions[0].action

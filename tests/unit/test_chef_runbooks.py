@@ -349,10 +349,13 @@ def test_split_brain_fences_the_one_leaderl_does_not_designate(
     book = runbook("chef/fence_split_brain")
     result = execute(book, runner, vars=EXAMPLE_VARS["chef/fence_split_brain"])
     assert result.success, [s.comment for s in result.steps]
-    follows = only(runner, "chef_backend.pgsql_follow")
-    assert [(c.target, c.kwargs) for c in follows] == [
-        (fenced, {"leader": designated, "force_basebackup": True})
-    ]
+    assert only(runner, "chef_backend.pgsql_follow") == []  # never the one that wipes first
+    [reclone] = only(runner, "chef_backend.reclone")  # beside the fenced node's old copy
+    assert reclone.target == fenced
+    assert {k: reclone.kwargs[k] for k in ("leader_host", "leader_port", "host", "port")} == {
+        "leader_host": f"10.0.0.{designated[-1]}", "leader_port": "5432",
+        "host": f"10.0.0.{fenced[-1]}", "port": "5432",
+    }  # fmt: skip
     touched = {c.target for c in runner.calls if c.fun != "chef_backend.cluster_status"}
     assert touched == {fenced}, "the designated leader is never touched"
     [synced] = only(runner, "postgres.replication")
@@ -375,29 +378,57 @@ FOLLOWER |= {"leader_host": "10.0.0.1", "leader_port": "5432", "down": True}
 BEHIND = Reply("ok", {"in_sync": False, "role": "follower"})
 
 
-@pytest.mark.parametrize(("leads", "follows"), [(True, True), (False, False)])
-def test_the_ladder_re_points_or_re_clones_only_against_a_leader_that_leads(
-    runner: FakeRunner, leads: bool, follows: bool
-) -> None:
-    answer = {"role": "leader"} if leads else {"role": "follower"}  # the old leader, gone
+def leader_answers(runner: FakeRunner, answers: list[str]) -> list[str]:
+    """be3 asked about itself: behind; about the leader (10.0.0.1): the next of ``answers``
+    (the last one repeated). Returns the hosts asked, in order."""
     asked: list[str] = []
 
-    def leader_or_follower(minion: str, fun: str) -> Reply:  # be3 asks about itself or be1
-        host = runner.calls[-1].kwargs.get("host")
-        asked.append(str(host))
-        return Reply("ok", answer) if host == "10.0.0.1" else BEHIND
+    def reply(minion: str, fun: str) -> Reply:
+        host = str(runner.calls[-1].kwargs.get("host"))
+        asked.append(host)
+        if host != "10.0.0.1":
+            return BEHIND
+        role = answers.pop(0) if len(answers) > 1 else answers[0]
+        return Reply("ok", {"role": role})
 
-    runner.reply = leader_or_follower  # type: ignore[method-assign]
+    runner.reply = reply  # type: ignore[method-assign]
+    return asked
+
+
+def test_the_ladder_acts_only_while_the_leader_named_leads(runner: FakeRunner) -> None:
+    asked = leader_answers(runner, ["leader"])
+    result = execute(runbook("chef/heal_follower"), runner, vars=FOLLOWER)
+    assert not result.success  # the fake follower never catches up
+    assert asked[0] == "10.0.0.1"  # before anything else, whether the leader leads
+    assert {c.target for c in runner.calls} == {"be3"}  # every step targets the follower
+    assert [c.kwargs for c in only(runner, "chef_backend.pgsql_follow")] == [{"leader": "be1"}]
+    [reclone] = only(runner, "chef_backend.reclone")  # then re-cloned beside the old copy
+    assert (reclone.kwargs["leader_host"], reclone.kwargs["host"]) == ("10.0.0.1", "10.0.0.3")
+
+
+def test_a_leader_that_does_not_lead_stops_the_ladder_before_any_rung(
+    runner: FakeRunner,
+) -> None:
+    """A follower out of sync because its leader died is in a failover: leaderl may be
+    promoting it this very moment. Nothing is restarted, re-pointed or wiped."""
+    leader_answers(runner, ["follower"])  # the old leader, gone or demoted
+    result = execute(runbook("chef/heal_follower"), runner, vars={**FOLLOWER, "down": False})
+    assert not result.success and result.stopped_at == "the leader leads"
+    assert {c.fun for c in runner.calls} == {"postgres.replication"}  # it only asked
+    assert "ret.role == 'leader'" in result.steps[0].comment
+
+
+def test_a_leader_that_stops_leading_mid_ladder_is_never_re_pointed_at(
+    runner: FakeRunner,
+) -> None:
+    asked = leader_answers(runner, ["leader", "follower"])  # leads at first, then fails
     result = execute(runbook("chef/heal_follower"), runner, vars=FOLLOWER)
     assert not result.success
-    follows_jobs = only(runner, "chef_backend.pgsql_follow")
-    assert bool(follows_jobs) is follows  # re-follow and re-clone, or neither
-    assert {c.target for c in runner.calls} == {"be3"}  # every step targets the follower
-    assert "10.0.0.1" in asked  # which asked the leader's PostgreSQL whether it leads
-    leads_step = next(s for s in result.steps if s.name == "the leader leads")
-    assert leads_step.result is leads
-    if not leads:  # nothing wiped: the re-clone rung never ran against a leader that left
-        assert next(s for s in result.steps if s.name == "re-clone from a base backup").skipped
+    assert asked.count("10.0.0.1") >= 2  # asked again before re-pointing
+    assert only(runner, "chef_backend.pgsql_follow") == []  # neither re-followed
+    assert only(runner, "chef_backend.reclone") == []  # nor re-cloned
+    assert next(s for s in result.steps if s.name == "the leader still leads").result is False
+    assert next(s for s in result.steps if s.name == "re-clone from a base backup").skipped
 
 
 def test_a_follower_promoted_meanwhile_is_left_alone(runner: FakeRunner) -> None:

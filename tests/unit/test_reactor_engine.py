@@ -79,6 +79,61 @@ def test_thousand_events_with_once_after_fire_once_after_the_storm(tmp_path: Pat
     assert isinstance(run, RunAction) and run.target == "be1"
 
 
+def test_a_grace_is_not_pushed_back_by_a_reasserted_fault(tmp_path: Path) -> None:
+    """A beacon reasserts a bad state every 5 s: ``once_after: 30s`` never acts while the
+    fault lasts; ``grace: 30s`` acts 30 s after the first event, on the latest one."""
+    for mode, expected in (("once_after", []), ("grace", [30.0])):
+        rules = rules_from(tmp_path, RESTART + f"  throttle: {{key: x, {mode}: 30s}}\n")
+        state, fired = ReactorState(), []
+        for tick in range(0, 61):
+            now = float(tick)
+            if tick % 5 == 0:
+                (held,) = evaluate(stopped(n=tick), rules, VIEW, state, now)
+                assert held.verdict is Verdict.SKIP and held.reason.startswith("pending: ")
+            fired += due(state, rules, VIEW, now)
+        assert [d.at for d in fired if d.verdict is Verdict.FIRE][:1] == expected, mode
+    assert state.pending["restart-etcd"]["x"].first_seen == 35.0  # the next event's grace
+
+
+def test_a_grace_lets_a_fault_that_cleared_be(tmp_path: Path) -> None:
+    rules = rules_from(
+        tmp_path,
+        RESTART.replace("  do:", "  when: \"view.latest(event.minion, 'pg').lag > 100\"\n  do:")
+        + "  throttle: {key: x, grace: 30s}\n",
+    )
+    state = ReactorState()
+    (held,) = evaluate(stopped("be2"), rules, VIEW, state, 0.0)
+    assert held.reason == "pending: acts in 30s if the condition still holds (1 so far)"
+    healed = StaticView(inventory=VIEW.inventory, observations={"be2": {"pg": {"lag": 0}}})
+    assert due(state, rules, healed, 29.0) == []
+    assert [(d.verdict, d.reason) for d in due(state, rules, healed, 30.0)] == [
+        (Verdict.SKIP, "condition false")
+    ]
+
+
+def test_a_held_reaction_refused_for_a_busy_group_waits_for_the_slot(tmp_path: Path) -> None:
+    """Due while another reaction holds the group's one slot: told once, then held until the
+    slot frees, not dropped (nothing would bring it back: the event may never come again)."""
+    guarded = "  guard: {group: 'G@role:backend', max_concurrent: 1}\n"
+    rules = rules_from(
+        tmp_path,
+        RESTART + guarded + RESTART.replace("restart-etcd", "held-one").replace("etcd/down", "x/y")
+        + guarded + "  throttle: {key: k, grace: 5s}\n",
+    )  # fmt: skip
+    state = ReactorState()
+    (busy,) = evaluate(stopped("be1"), rules, VIEW, state, 0.0)
+    assert busy.verdict is Verdict.FIRE and busy.reaction_id is not None
+    held = Event(tag="chef/backend/be2/x/y", minion="be2", data={})
+    assert verdicts(evaluate(held, rules, VIEW, state, 1.0)) == ["skip"]
+    [refused] = due(state, rules, VIEW, 6.0)
+    assert refused.verdict is Verdict.SKIP and refused.reason.startswith("concurrency: 1 in flight")
+    assert [due(state, rules, VIEW, t) for t in (7.0, 8.0, 30.0)] == [[], [], []]  # told once
+    finish(state, busy.reaction_id, 31.0, ok=True)
+    [fired] = due(state, rules, VIEW, 32.0)
+    assert (fired.verdict, fired.rule) == (Verdict.FIRE, "held-one")
+    assert state.pending == {}
+
+
 def test_actions_carry_cause_depth_and_rule(tmp_path: Path) -> None:
     rules = rules_from(tmp_path, RESTART)
     event = stopped().model_copy(update={"depth": 2, "id": "ev-7"})

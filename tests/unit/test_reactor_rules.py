@@ -155,7 +155,8 @@ def test_flap_can_be_turned_off(tmp_path: Path) -> None:
         (
             "- name: r\n  on: a/b\n  do: [{fire: {tag: x}}]\n  throttle:\n"
             "    once_within: 1m\n    once_after: 1m\n",
-            "rules.yaml:4: rule 'r': throttle: choose once_within or once_after, not both",
+            "rules.yaml:4: rule 'r': throttle: choose one of once_within, once_after and grace, "
+            "not once_within and once_after",
         ),
         (
             "- name: r\n  on: a/b\n  do: [{fire: {tag: x}}]\n  cooldwn: 5\n",

@@ -282,6 +282,7 @@ class ChefLab:
             # libpq reads the password from PGPASSFILE: beacons and jobs never carry it
             "env": {
                 "SALINE_CHEF_BACKEND_CTL": node["ctl"],
+                "SALINE_CHEF_BACKEND_PGDATA": services["postgresql"]["data_dir"],
                 "PGPASSFILE": f"{root}/{layout.PGPASS}",
             },
             "beacons": {
