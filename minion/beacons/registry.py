@@ -7,6 +7,7 @@ config and execution modules.
 
 from minion.beacons.base import Beacon
 from minion.beacons.chef_backend_status import ChefBackendStatusBeacon
+from minion.beacons.chef_server_status import ChefServerStatusBeacon
 from minion.beacons.config_drift import ConfigDriftBeacon
 from minion.beacons.diskusage import DiskUsageBeacon
 from minion.beacons.elasticsearch_health import ElasticsearchHealthBeacon
@@ -31,6 +32,7 @@ BEACONS: dict[str, type[Beacon]] = {
     "elasticsearch_health": ElasticsearchHealthBeacon,
     "migration_level": MigrationLevelBeacon,
     "chef_backend_status": ChefBackendStatusBeacon,
+    "chef_server_status": ChefServerStatusBeacon,
     "time_drift": TimeDriftBeacon,
     "config_drift": ConfigDriftBeacon,
 }

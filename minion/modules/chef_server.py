@@ -70,6 +70,77 @@ def upgrade(ctx: Context, timeout: float = 3600) -> Outcome:
     return cmd.run(ctx, [_tool(), "upgrade"], timeout=timeout)
 
 
+#: one service line of ``chef-server-ctl status`` (runit's, as omnibus-ctl prints it), e.g.
+#: ``run: nginx: (pid 1234) 5432s; run: log: (pid 1200) 5432s`` or
+#: ``down: opscode-erchef: 3s, normally up; run: log: (pid 1100) 5432s``
+_STATUS_LINE = re.compile(
+    r"^(?P<state>run|down|finish|fail|warning):\s+(?P<service>[A-Za-z0-9_.-]+):\s*"
+    r"(?:\(pid (?P<pid>\d+)\)\s*)?(?P<seconds>\d+)s(?P<rest>[^;]*)"
+)
+_SERVICE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def parse_status(text: str) -> dict[str, Any]:
+    """``chef-server-ctl status`` output as ``{"services", "healthy", "problems"}``; each
+    service ``{"state", "pid", "seconds", "normally_up"}`` (the service itself, not its log
+    process). A service not running is a problem, one sentence each (``NAME: ...``).
+
+    :raises ExecutionError: a line that is not a service line, or no service at all.
+    """
+    services: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        found = _STATUS_LINE.match(line.strip())
+        if found is None:
+            raise ExecutionError(f"chef-server-ctl status: cannot parse line {line.strip()!r}")
+        services[found["service"]] = {
+            "state": found["state"],
+            "pid": None if found["pid"] is None else int(found["pid"]),
+            "seconds": int(found["seconds"]),
+            "normally_up": "normally up" in found["rest"],
+        }
+    if not services:
+        raise ExecutionError("chef-server-ctl status listed no service")
+    problems = [
+        f"{name}: {row['state']} for {row['seconds']}s"
+        + (", normally up" if row["normally_up"] else "")
+        for name, row in services.items()
+        if row["state"] != "run"
+    ]
+    return {"services": services, "healthy": not problems, "problems": problems}
+
+
+def status(ctx: Context, timeout: float = 60) -> dict[str, Any]:
+    """Each frontend service as ``chef-server-ctl status`` reports it (:func:`parse_status`).
+
+    Args:
+        timeout: seconds before the command is killed.
+    """
+    outcome = cmd.run(ctx, [_tool(), "status"], timeout=timeout)
+    out: str = outcome.value["stdout"]
+    if not out.strip():  # it exits non-zero when a service is down: only no table fails
+        err = outcome.value["stderr"].strip().splitlines() or ["no output"]
+        raise ExecutionError(f"chef-server-ctl status failed ({outcome.retcode}): {err[-1]}")
+    return parse_status(out)
+
+
+def restart(ctx: Context, service: str, timeout: float = 300) -> Outcome:
+    """Restart one frontend service (``chef-server-ctl restart SERVICE``).
+
+    Args:
+        service: the service's name as ``chef-server-ctl status`` lists it (``nginx``,
+            ``opscode-erchef``, ...).
+        timeout: seconds before the command is killed.
+    """
+    if not isinstance(service, str) or not _SERVICE.match(service):
+        raise ExecutionError(
+            f"service must be a service name (lower-case letters, digits, '_', '-', '.'), "
+            f"got {service!r}"
+        )
+    return cmd.run(ctx, [_tool(), "restart", service], timeout=timeout)
+
+
 def _write_atomic(path: str, data: bytes, mode: int, what: str) -> None:
     """Replace ``path`` with ``data`` (temp file + rename); create its directory (0755)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -406,6 +477,8 @@ TIMEOUTS: dict[Callable[..., Any], float] = {reconfigure: 1800.0, upgrade: 3600.
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "reconfigure": reconfigure,
     "upgrade": upgrade,
+    "status": status,
+    "restart": restart,
     "install_from_pillar": install_from_pillar,
     "pillar_matches": pillar_matches,
     "migration_level": migration_level,

@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def ingest(tmp: Path, count: int, decided_share: float, pg: PgServer | None) -> 
             '  when: "event.data.n >= 0"',
             "  do:",
             '    - fire: {tag: bench/out, data: {n: "{{ event.data.n }}"}}',
-            '  throttle: {key: "{{ event.data.n % 7 }}", once_within: 1h}',
+            # a key per event: each decided one passes every guard to a dry-run decision
+            # (a shared key would measure the throttle's skip path instead)
+            '  throttle: {key: "{{ event.data.n }}", once_within: 1h}',
         ]
     (rules / "bench.yaml").write_text("\n".join(lines) + "\n")
     config = MasterConfig(
@@ -74,10 +77,11 @@ def ingest(tmp: Path, count: int, decided_share: float, pg: PgServer | None) -> 
         store="sqlite" if pg is None else str(pg.database()),
     )
 
-    async def run() -> tuple[float, float, float, int]:
+    async def run() -> tuple[float, float, float, int, Counter[str]]:
         master = Master(config)
         batch_size = 1000
         decided = 0
+        verdicts: Counter[str] = Counter()
         server0 = 0.0 if pg is None else cpu_s(pg.pid)
         cpu0, started = time.process_time(), time.perf_counter()
         for first in range(0, count, batch_size):
@@ -92,18 +96,22 @@ def ingest(tmp: Path, count: int, decided_share: float, pg: PgServer | None) -> 
                 for n in range(first, min(first + batch_size, count))
             ]
             stored = master.bus.publish_records(batch)
-            decided += len(master.reactor.react(stored))
+            made = master.reactor.react(stored)
+            decided += len(made)
+            verdicts.update(d.verdict.value for d in made)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
         server = 0.0 if pg is None else cpu_s(pg.pid) - server0
         master.reactor.stop()
         master.store.close()
-        return elapsed, cpu, server, decided
+        return elapsed, cpu, server, decided, verdicts
 
-    elapsed, cpu, server, decided = asyncio.run(run())
+    elapsed, cpu, server, decided, verdicts = asyncio.run(run())
     label = f"ingest_{round(decided_share * 100)}pct_decided"
     out = {
         f"{label}_events": count,
         f"{label}_decisions": decided,
+        # what the decisions were: dry_run when each passed every guard
+        f"{label}_verdicts": ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())) or "-",
         f"{label}_events_per_s": count / elapsed,
         f"{label}_master_cpu_s_per_1k": 1000 * cpu / count,
     }
@@ -223,7 +231,7 @@ def main() -> None:
     print(f"{'':42}" + "".join(f"{store:>12}" for store in a.store))
     for key in keys:
         cells = [out[store].get(key, "-") for store in a.store]
-        line = "".join(f"{c:12.3f}" if isinstance(c, float) else f"{c!s:>12}" for c in cells)
+        line = "".join(f"{c:14.3f}" if isinstance(c, float) else f"{c!s:>14}" for c in cells)
         print(f"{key:42}{line}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))

@@ -153,6 +153,37 @@ def test_follower_fault_heals_while_the_leader_stays_writable(
         assert "chef_backend.pgsql_follow" in ran  # the re-follow rung came first, and failed
 
 
+def test_a_follower_that_believes_it_streams_is_caught_by_the_leaders_view(
+    chef: ChefLab,
+) -> None:
+    """The leader's WAL sender for be2 stalls: be2's receiver still says streaming and
+    nothing lags behind what it received. The beacon asks the leader too, whose view sees
+    be2's replies stop: out of sync, seen by the leader's view alone; healed, no row lost."""
+    wait_for(lambda: all_synced(chef), 30, "all followers in sync before the fault")
+    forgot = saline(chef, "reactor", "forget", "--rule", "chef-pg-follower-out-of-sync",
+                    "--key", "be2")  # fmt: skip
+    assert forgot.returncode == 0, forgot.stderr
+    since = last_seq(chef)
+    with Writer(chef, "w_stall") as writer:
+        said = faults.inject(chef.directory, "pg-stall-sender", "be2")
+        assert "be2 believes it streams" in said
+        seen = wait_event(chef, since, "saline/beacon/be2/pg_replication/out_of_sync", 30)
+        reaction, jobs = trail(chef, "chef-pg-follower-out-of-sync", since)
+        wait_for(lambda: caught_up(writer, "be2"), 60, "be2 to catch up")
+    data = seen["data"]
+    assert data["seen_by"] == ["leader"], data
+    assert data["views"]["follower"]["problems"] == []  # be2's own view: all is well
+    assert data["receiver_status"] == "streaming"
+    [problem] = data["views"]["leader"]["problems"]
+    assert problem.startswith("The leader has heard nothing from this follower for "), problem
+    assert data["limits"]["max_reply_age"] == 4
+    assert reaction["outcome"] == "ok", reaction
+    assert {job["minion"] for job in jobs} == {"be2"}, "the ladder touched another node"
+    assert writer.errors == []
+    assert writer.rows_on("be1") == set(writer.committed), "a committed row was lost"
+    print(f"writer: {len(writer.committed)} rows committed, none lost")
+
+
 def caught_up(writer: Writer, node: str) -> bool:
     """``node`` holds every committed row (False while its PostgreSQL does not answer)."""
     try:
@@ -302,6 +333,20 @@ def runs_before(chef: ChefLab, other: str, jobs: list[dict[str, Any]]) -> int:
     return reconfigures(chef, other)
 
 
+def test_a_frontend_service_down_is_restarted_on_that_frontend_only(chef: ChefLab) -> None:
+    since = last_seq(chef)
+    said = faults.inject(chef.directory, "fe-service-down", "fe2")
+    assert "opscode-erchef is down on fe2" in said
+    seen = wait_event(chef, since, "saline/beacon/fe2/chef_server_status/down", 30)
+    assert seen["data"]["service"] == "opscode-erchef" and seen["data"]["normally_up"] is True
+    reaction, jobs = trail(chef, "chef-frontend-service-down", since)
+    assert reaction["outcome"] == "ok", reaction
+    assert [(j["minion"], j["data"]["fun"]) for j in jobs] == [("fe2", "chef_server.restart")]
+    wait_event(chef, since, "saline/beacon/fe2/chef_server_status/ok", 30)
+    log = Path(record(chef)["nodes"]["fe2"]["root"], "var/log/opscode/services.log")
+    assert log.read_text().splitlines()[-1].split(" ", 1)[1] == "restart opscode-erchef"
+
+
 def test_md5_auth_drift_reapplies_the_backend_state_and_reconfigures(chef: ChefLab) -> None:
     node = record(chef)["nodes"]["be3"]
     rb = Path(node["root"], "etc/chef-backend/chef-backend.rb")
@@ -362,8 +407,8 @@ def test_lab_demo_heals_every_headline_fault(chef: ChefLab) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["fault"].split()[0] for r in rows] == [
-        "pg-pause-replay", "pg-wal-gone", "pg-stop", "etcd-kill", "es-red",
-        "migration-drift", "md5-auth", "secrets-mode",
+        "pg-pause-replay", "pg-wal-gone", "pg-stop", "pg-stall-sender", "etcd-kill", "es-red",
+        "migration-drift", "md5-auth", "secrets-mode", "fe-service-down",
     ]  # fmt: skip
     for row in rows:
         assert row["healed"].startswith("+"), row

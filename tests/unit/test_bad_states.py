@@ -98,10 +98,26 @@ BAD: dict[tuple[str, str], dict[str, Any]] = {
     ("config_drift", "missing"): {"path": "/n/etc/chef-backend/chef-backend.rb"},
     ("config_drift", "unparsable"): {"path": "/n/etc/chef-backend/chef-backend.rb"},
     ("config_drift", "changed"): {"path": "/n/etc/chef-backend/chef-backend.rb", "digest": "b"},
+    ("chef_server_status", "down"): {
+        "service": "opscode-erchef",
+        "state": "down",
+        "pid": None,
+        "seconds": 3,
+        "normally_up": True,
+        "problems": ["opscode-erchef: down for 3s, normally up"],
+    },
+    ("chef_server_status", "unreadable"): {
+        "service": "chef-server-ctl",
+        "error": "timed out",
+        "problems": ["timed out"],
+    },
     ("migration_level", "invalid"): {"level": None, "error": "not JSON"},
     ("migration_level", "missing"): {"level": None},
     ("migration_level", "changed"): {"level": [3, 9]},
 }
+
+#: the beacons a lab frontend runs (the others run on backends)
+FRONTEND_BEACONS = ("migration_level", "chef_server_status")
 
 INVENTORY = {
     **{b: {"role": "backend"} for b in ("be1", "be2", "be3")},
@@ -113,7 +129,7 @@ def cluster_view(instance: str, state: str, data: dict[str, Any]) -> StaticView:
     """The cluster as it is when ``instance`` reports ``state`` on its node: be1 leads, the
     clocks of be1 and be3 are right, the other backends' settings digest is ``a``, fe1 is at
     the reference migration level."""
-    minion = "fe2" if instance == "migration_level" else "be2"
+    minion = "fe2" if instance in FRONTEND_BEACONS else "be2"
     observations: dict[str, dict[str, dict[str, Any]]] = {
         "be1": {
             "pg_replication": {"role": "leader", "state": "leader", "node": "127.0.1.1:5432"},
@@ -148,7 +164,7 @@ def test_the_table_covers_every_bad_state_of_the_labs_beacons() -> None:
 )
 def test_every_bad_state_is_answered_by_a_shipped_rule(instance: str, state: str) -> None:
     policy = load_policy([SHIPPED_RULES], [SHIPPED_RUNBOOKS])
-    minion = "fe2" if instance == "migration_level" else "be2"
+    minion = "fe2" if instance in FRONTEND_BEACONS else "be2"
     data = {**BAD[(instance, state)], "state": state, "key": "k", "beacon": instance}
     event = Event(
         id="1", tag=f"saline/beacon/{minion}/{instance}/{state}", minion=minion, data=data

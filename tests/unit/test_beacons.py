@@ -595,8 +595,8 @@ def test_two_instances_of_one_beacon_type(ctx: BeaconContext, provider: Supervis
         (
             {"svc": {"services": ["x"]}},
             r"^beacons\.svc: unknown beacon type 'svc' "
-            r"\(known: chef_backend_status, config_drift, diskusage, .*, scripted, service, "
-            r"time_drift\)",
+            r"\(known: chef_backend_status, chef_server_status, config_drift, diskusage, .*, "
+            r"scripted, service, time_drift\)",
         ),
         ({"bad/name": {"beacon": "load", "max_1m": 1}}, r"^beacons\.bad/name: invalid beacon name"),
     ],

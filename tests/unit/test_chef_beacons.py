@@ -309,6 +309,42 @@ def test_pg_replication_states() -> None:
     out = PgReplicationBeacon.observe("n:5432", lagging)
     assert (out.state, out.bad, out.data["receiver_status"]) == ("out_of_sync", True, None)
     assert out.data["problems"] == ["not connected"]
+    silent = ["The leader has heard nothing from this follower for 6.0s (limit 4s)."]
+    believes = follower | {
+        "in_sync": False,
+        "problems": silent,
+        "views": {"follower": {"problems": []}, "leader": {"sender": True, "problems": silent}},
+        "seen_by": ["leader"],
+    }
+    worst = PgReplicationBeacon.observe("n:5432", believes)
+    assert (worst.state, worst.bad, worst.data["receiver_status"]) == (
+        "out_of_sync", True, "streaming",
+    )  # fmt: skip
+    assert worst.data["seen_by"] == ["leader"] and worst.data["views"] == believes["views"]
+
+
+def test_chef_server_status_one_observation_per_service() -> None:
+    from minion.beacons.chef_server_status import ChefServerStatusBeacon
+    from minion.modules.chef_server import parse_status
+
+    result = parse_status(
+        "run: nginx: (pid 1301) 60s; run: log: (pid 1300) 60s\n"
+        "down: opscode-erchef: 3s, normally up; run: log: (pid 1400) 60s\n"
+    )
+    seen = {o.key: o for o in ChefServerStatusBeacon.observe(result)}
+    assert (seen["nginx"].state, seen["nginx"].bad) == ("ok", False)
+    down = seen["opscode-erchef"]
+    assert (down.state, down.bad, down.data["service"]) == ("down", True, "opscode-erchef")
+    assert down.data["problems"] == ["opscode-erchef: down for 3s, normally up"]
+
+
+def test_chef_server_status_unreadable(ctx: BeaconContext) -> None:
+    from minion.beacons.chef_server_status import TOOL_KEY, ChefServerStatusBeacon
+
+    beacon = make(ChefServerStatusBeacon, ctx)
+    [seen] = beacon.check()  # no chef-server-ctl on this machine
+    assert (seen.key, seen.state, seen.bad) == (TOOL_KEY, "unreadable", True)
+    assert seen.data["error"]
 
 
 def test_health_beacons_load_no_heavy_client_into_the_minion(tmp_path: Path) -> None:

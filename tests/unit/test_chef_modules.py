@@ -4,6 +4,7 @@ against a fake ``*-ctl`` tool (a script in tmp_path that records its argv)."""
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -471,6 +472,55 @@ def test_server_reconfigure(ctx: Context, server_tool: FakeTool) -> None:
     assert server_tool.calls() == [["reconfigure"]]
 
 
+SERVER_STATUS = """\
+run: bookshelf: (pid 1201) 86400s; run: log: (pid 1200) 86400s
+run: nginx: (pid 1301) 86400s; run: log: (pid 1300) 86400s
+down: opscode-erchef: 3s, normally up; run: log: (pid 1400) 86400s
+fail: oc_bifrost: 12s, normally up, want up; run: log: (pid 1500) 86400s
+"""
+
+
+def test_server_status_parses_runit_lines(ctx: Context, server_tool: FakeTool) -> None:
+    server_tool.respond(stdout=SERVER_STATUS, rc=3)  # omnibus-ctl: 3 when one is down
+    result = chef_server.status(ctx)
+    assert server_tool.calls() == [["status"]]
+    assert result["services"]["nginx"] == {
+        "state": "run", "pid": 1301, "seconds": 86400, "normally_up": False,
+    }  # fmt: skip
+    assert result["services"]["opscode-erchef"] == {
+        "state": "down", "pid": None, "seconds": 3, "normally_up": True,
+    }  # fmt: skip
+    assert result["healthy"] is False
+    assert result["problems"] == [
+        "opscode-erchef: down for 3s, normally up",
+        "oc_bifrost: fail for 12s, normally up",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "message"),
+    [
+        ("", "boom\n", "chef-server-ctl status failed (1): boom"),
+        ("Chef Infra Server is fine\n", "", "cannot parse line 'Chef Infra Server is fine'"),
+    ],
+)
+def test_server_status_refuses_what_it_cannot_read(
+    ctx: Context, server_tool: FakeTool, stdout: str, stderr: str, message: str
+) -> None:
+    server_tool.respond(stdout=stdout, stderr=stderr, rc=1)
+    with pytest.raises(ExecutionError, match=re.escape(message)):
+        chef_server.status(ctx)
+
+
+def test_server_restart_checks_the_service_name(ctx: Context, server_tool: FakeTool) -> None:
+    server_tool.respond(stdout="ok: run: opscode-erchef\n")
+    assert chef_server.restart(ctx, "opscode-erchef").retcode == 0
+    for bad in ("-f", "nginx; reboot", "../x", "", 3):
+        with pytest.raises(ExecutionError, match="service must be a service name"):
+            chef_server.restart(ctx, bad)  # type: ignore[arg-type]
+    assert server_tool.calls() == [["restart", "opscode-erchef"]]
+
+
 def test_server_upgrade(ctx: Context, server_tool: FakeTool) -> None:
     server_tool.respond(stdout="Chef Infra Server Upgraded!\n")
     outcome = chef_server.upgrade(ctx)
@@ -632,6 +682,8 @@ def test_server_functions_table() -> None:
         "user_create",
         "org_create",
         "upgrade",
+        "status",
+        "restart",
         "install_from_pillar",
         "pillar_matches",
     }

@@ -9,7 +9,7 @@ import pytest
 
 from reactors.engine import due, evaluate, finish
 from reactors.model import Decision, Event, Verdict
-from reactors.rules import OrchestrateAction, Rule, load_rules
+from reactors.rules import OrchestrateAction, Rule, RunAction, load_rules
 from reactors.runbook import find_runbook, load_runbook, render_steps
 from reactors.shipped import SHIPPED_RULES, SHIPPED_RUNBOOKS
 from reactors.state import ReactorState
@@ -81,9 +81,16 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
         "leader": "be1",
         "leader_host": "127.0.1.1",
         "leader_port": "5432",
+        "max_reply_age": 30,  # the event names no limits: the beacon's default
         "down": False,
         "paused": False,
     }
+    judged = out_of_sync("be2")
+    judged.data["limits"] = {"lag_bytes": 1024, "max_lag_seconds": 30, "max_reply_age": 4}
+    [fired] = evaluate(judged, rule("chef-pg-follower-out-of-sync"), view(), ReactorState(), 0)
+    ladder = fired.actions[0].action
+    assert isinstance(ladder, OrchestrateAction)
+    assert ladder.vars["max_reply_age"] == 4  # the ladder's probes judge as the beacon did
 
 
 @pytest.mark.parametrize("reported", [{"state": "down"}, {}], ids=["leader down", "unknown"])
@@ -118,6 +125,24 @@ def test_a_leader_elected_meanwhile_clears_the_no_leader_grace() -> None:
         be3={"pg_replication": {"role": "leader", "state": "leader"}},
     )
     assert [d.reason for d in due(state, rules, elected, 31.0)] == ["condition false"]
+
+
+def test_a_frontend_service_down_is_restarted_on_that_frontend() -> None:
+    down = Event(
+        tag="saline/beacon/fe2/chef_server_status/down",
+        minion="fe2",
+        data={"service": "opscode-erchef", "state": "down", "problems": ["x"]},
+    )
+    decision = only(evaluate(down, rule("chef-frontend-service-down"), view(), ReactorState(), 0))
+    assert decision.verdict is Verdict.FIRE, decision.reason
+    run = decision.actions[0].action
+    assert isinstance(run, RunAction)
+    assert (run.target, run.function, run.args) == (
+        "fe2",
+        "chef_server.restart",
+        ["opscode-erchef"],
+    )
+    assert decision.key == "fe2/opscode-erchef"
 
 
 def test_two_followers_are_never_healed_together() -> None:

@@ -64,6 +64,28 @@ def test_reconfigure_aborts_without_a_usable_migration_level(
     assert runs(lab) == []
 
 
+def test_status_lists_the_frontend_services_and_a_service_down_until_restarted(
+    lab: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minion.modules.chef_server import parse_status
+    from saline.lab.chefha import faults
+
+    assert ctl(lab, "status") == 0
+    running = parse_status(capsys.readouterr().out)
+    assert set(running["services"]) == set(layout.SERVER_SERVICES) and running["healthy"]
+    said = faults.fe_service_down({}, {"name": "fe1", "role": "frontend",
+                                       "root": str(lab / "nodes/fe1")})  # fmt: skip
+    assert "opscode-erchef is down on fe1" in said
+    assert ctl(lab, "status") == 3  # omnibus-ctl's exit code when a service is not running
+    down = parse_status(capsys.readouterr().out)
+    assert down["problems"] == ["opscode-erchef: down for 0s, normally up"]
+    assert ctl(lab, "restart", "opscode-erchef") == 0
+    capsys.readouterr()
+    assert ctl(lab, "status") == 0 and parse_status(capsys.readouterr().out)["healthy"]
+    assert ctl(lab, "restart", "no-such-service") == 1
+    assert "no service 'no-such-service'" in capsys.readouterr().err
+
+
 def test_upgrade_raises_the_level_to_the_labs_target(lab: Path) -> None:
     assert ctl(lab, "upgrade") == 0
     assert json.loads(level_file(lab).read_text()) == {"major": 3, "minor": 13}
@@ -120,7 +142,7 @@ def fake_cluster(tmp_path: Path) -> Path:
         ("bogus", "be2", "unknown fault 'bogus' (one of: pg-stop,"),
         ("pg-stop", "be1", "be1 is the PostgreSQL leader: lab faults break followers"),
         ("pg-pause-replay", "fe1", "fe1 is a frontend: PostgreSQL faults need a backend"),
-        ("migration-drift", "be2", "be2 is a backend: migration faults need a frontend"),
+        ("migration-drift", "be2", "be2 is a backend: this fault needs a frontend"),
         ("etcd-kill", "be9", "no lab node 'be9'"),
     ],
 )

@@ -1,5 +1,7 @@
 """postgres.replication against a real PostgreSQL 15 leader and streaming follower."""
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,88 @@ def test_resume_replay_unpauses_a_follower_and_refuses_the_leader(
     leader = _leader(cluster)
     with pytest.raises(ExecutionError, match="not a follower"):
         postgres.resume_replay(ctx, host=leader.host, port=leader.port, password=cluster.password)
+
+
+# --- the leader's view of a follower --------------------------------------------------------
+
+
+def test_a_streaming_follower_is_seen_streaming_by_its_leader_too(
+    ctx: Context, cluster: PgCluster
+) -> None:
+    follower = _follower(cluster)
+    result = check(ctx, cluster, follower)
+    assert result["in_sync"] is True and result["seen_by"] == []
+    assert result["wal_receiver"]["application_name"] == follower.name
+    view = result["views"]["leader"]
+    assert view["leader"] == f"127.0.0.1:{_leader(cluster).port}"
+    assert (view["sender"], view["state"], view["problems"]) == (True, "streaming", [])
+    assert view["reply_age_seconds"] is not None and view["reply_age_seconds"] < 30
+    assert "conninfo" not in repr(result) and "replicator" not in repr(result)
+    alone = check(ctx, cluster, follower, leader_view=False)
+    assert "leader" not in alone["views"]
+
+
+def test_a_stalled_sender_is_seen_by_the_leader_while_the_follower_believes_it_streams(
+    ctx: Context, cluster: PgCluster
+) -> None:
+    """The leader's WAL sender for this follower stops (SIGSTOP): the follower's receiver
+    still says streaming and nothing lags behind what it received, yet it receives nothing.
+    Only the leader sees it: the follower's replies stop reaching it."""
+    leader, follower = _leader(cluster), _follower(cluster)
+    follower.query("ALTER SYSTEM SET wal_receiver_status_interval = '1s'")
+    follower.query("SELECT pg_reload_conf()")
+    [(pid,)] = leader.query(
+        "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (follower.name,)
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _write(cluster, 100)
+        stalled = wait_for(
+            lambda: (r := check(ctx, cluster, follower, max_reply_age=3))["seen_by"] and r,
+            what="the leader's view to see the silence",
+        )
+        assert stalled["in_sync"] is False and stalled["seen_by"] == ["leader"]
+        assert stalled["views"]["follower"]["problems"] == []  # it believes it streams
+        assert stalled["wal_receiver"]["status"] == "streaming"
+        [said] = stalled["views"]["leader"]["problems"]
+        assert said.startswith("The leader has heard nothing from this follower for ")
+        assert said.endswith("s (limit 3s).") and said in stalled["problems"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(
+        lambda: check(ctx, cluster, follower, max_reply_age=3)["in_sync"],
+        what="the sender to resume",
+    )
+    follower.query("ALTER SYSTEM RESET wal_receiver_status_interval")
+    follower.query("SELECT pg_reload_conf()")
+
+
+ROW = ("10.0.0.3", "streaming", 0, 0, 0, None, None, None, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ([], "The leader has no WAL sender for this follower (application_name be3)."),
+        ([(*ROW[:1], "catchup", *ROW[2:])], "The leader's WAL sender is catchup, not streaming."),
+        ([(*ROW[:4], 2048, *ROW[5:])], "The leader sees replay 2048 bytes behind (limit 1024)."),
+        ([(*ROW[:7], 12.5, ROW[8])], "The leader sees replay 12.5s behind (limit 10s)."),
+        ([(*ROW[:8], None)], "The leader has heard nothing from this follower ever (limit 5s)."),
+        (
+            [(*ROW[:8], 9.25)],
+            "The leader has heard nothing from this follower for 9.2s (limit 5s).",
+        ),
+    ],
+)
+def test_the_leaders_view_judges_its_row(rows: list[tuple[Any, ...]], problem: str) -> None:
+    view = postgres.judge_leader_view(rows, "be3", "10.0.0.3", 1024, 10.0, 5.0)
+    assert view["problems"] == [problem]
+
+
+def test_a_stale_sender_beside_a_new_one_is_not_the_leaders_view() -> None:
+    stale = (*ROW[:8], 40.0)  # a sender left behind, silent; the follower reconnected
+    elsewhere = ("10.0.0.9", *ROW[1:])  # another follower with the same name
+    view = postgres.judge_leader_view([stale, elsewhere, ROW], "be3", "10.0.0.3", 1024, 10, 5)
+    assert (view["client_addr"], view["reply_age_seconds"], view["problems"]) == (
+        "10.0.0.3", 0.5, [],
+    )  # fmt: skip

@@ -272,7 +272,8 @@ class ChefLab:
                         "interval": 1,
                         "reassert": 5,
                         "announce": True,
-                    }
+                    },
+                    "chef_server_status": {"interval": 1, "reassert": 5, "announce": True},
                 },
             }
         services = node["services"]
@@ -291,6 +292,8 @@ class ChefLab:
                     "port": port,
                     "user": "saline",
                     "timeout": 2,
+                    # the lab's followers reply every second (wal_receiver_status_interval)
+                    "max_reply_age": 4,
                     "interval": 1,
                     "reassert": 5,
                     "announce": True,

@@ -64,6 +64,8 @@ SCENARIOS = (
     Scenario("pg-pause-replay", "be2", _PG + "out_of_sync", _PG + "in_sync"),
     Scenario("pg-wal-gone", "be3", _PG + "[do]*", _PG + "in_sync", deadline=150.0),
     Scenario("pg-stop", "be2", _PG + "down", _PG + "in_sync"),
+    # the follower believes it streams: only the leader's view sees it
+    Scenario("pg-stall-sender", "be3", _PG + "out_of_sync", _PG + "in_sync"),
     Scenario("etcd-kill", "be3", "saline/beacon/{node}/etcd_member/[dn]*",
              "saline/beacon/{node}/etcd_member/healthy"),
     Scenario("es-red", "be1", "saline/beacon/{node}/elasticsearch_health/red",
@@ -74,6 +76,8 @@ SCENARIOS = (
              "saline/beacon/{node}/config_drift/ok"),
     Scenario("secrets-mode", "be2", "saline/beacon/{node}/chef_secrets/changed",
              "saline/reactor/chef-backend-secrets-mode/finished"),
+    Scenario("fe-service-down", "fe1", "saline/beacon/{node}/chef_server_status/down",
+             "saline/beacon/{node}/chef_server_status/ok"),
 )  # fmt: skip
 
 #: with several masters: the leader dies mid-heal, the next leader finishes the runbook

@@ -8,12 +8,16 @@ never touch it, and the lab's faults are what the rules are meant to heal), but 
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saline.lab.chefha import layout, pg, procs
+from saline.lab.chefha import layout, pg, procs, server_ctl
 from saline.lab.chefha.state import ChefLabError, locked, node
 
 Fault = Callable[[dict[str, Any], dict[str, Any]], str]
@@ -50,6 +54,44 @@ def pg_break_upstream(data: dict[str, Any], me: dict[str, Any]) -> str:
     # the leader's address with a port nothing listens on: the WAL receiver cannot connect
     pg.follow(svc, me["address"], me["name"], (leader["address"], 1), data["secrets"])
     return f"pointed {me['name']}'s primary_conninfo at {leader['address']}:1 (nothing there)"
+
+
+def pg_stall_sender(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """The leader's WAL sender for this follower stopped (SIGSTOP): the follower's receiver
+    still says streaming and lags nothing behind what it received, yet receives nothing;
+    only the leader's view sees it (its replies stop). A detached helper continues the
+    sender after :data:`STALL_SECONDS` (a stopped process never exits), as does stopping
+    the leader's PostgreSQL."""
+    _follower(data, me)
+    leader, lsvc = _leader(data)
+    rows = pg.query(
+        leader["address"], lsvc, data["secrets"]["password"],
+        "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (me["name"],),
+    )  # fmt: skip
+    if not rows:
+        raise ChefLabError(f"{leader['name']} has no WAL sender for {me['name']}: nothing to stall")
+    pid = int(rows[0][0])
+    os.kill(pid, signal.SIGSTOP)
+    subprocess.Popen(  # argv only, detached: it outlives this command
+        [sys.executable, "-c", _CONTINUE, str(pid), str(STALL_SECONDS)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return (
+        f"stopped {leader['name']}'s WAL sender for {me['name']} (pid {pid}, SIGSTOP; "
+        f"continued in {STALL_SECONDS} s): {me['name']} believes it streams, receives nothing"
+    )
+
+
+#: seconds a stalled WAL sender stays stopped
+STALL_SECONDS = 60
+_CONTINUE = (
+    "import os, signal, sys, time\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "try:\n    os.kill(int(sys.argv[1]), signal.SIGCONT)\nexcept ProcessLookupError:\n    pass\n"
+)
 
 
 def pg_promote(data: dict[str, Any], me: dict[str, Any]) -> str:
@@ -184,7 +226,7 @@ def es_stop(data: dict[str, Any], me: dict[str, Any]) -> str:
 
 def _frontend_root(me: dict[str, Any]) -> Path:
     if me["role"] != "frontend":
-        raise ChefLabError(f"{me['name']} is a {me['role']}: migration faults need a frontend")
+        raise ChefLabError(f"{me['name']} is a {me['role']}: this fault needs a frontend")
     return Path(me["root"])
 
 
@@ -199,6 +241,12 @@ def migration_drift(data: dict[str, Any], me: dict[str, Any]) -> str:
 def migration_missing(data: dict[str, Any], me: dict[str, Any]) -> str:
     (_frontend_root(me) / layout.MIGRATION_LEVEL).unlink()
     return f"removed {me['name']}'s migration-level file"
+
+
+def fe_service_down(data: dict[str, Any], me: dict[str, Any]) -> str:
+    """opscode-erchef (the Chef API) down on a frontend: ``chef-server-ctl status`` says so."""
+    server_ctl.set_service(_frontend_root(me), "opscode-erchef", "down")
+    return f"opscode-erchef is down on {me['name']} (chef-server-ctl status: down, normally up)"
 
 
 def md5_auth(data: dict[str, Any], me: dict[str, Any]) -> str:
@@ -228,6 +276,7 @@ FAULTS: dict[str, Fault] = {
     "pg-pause-replay": pg_pause_replay,
     "pg-break-upstream": pg_break_upstream,
     "pg-wal-gone": pg_wal_gone,
+    "pg-stall-sender": pg_stall_sender,
     "pg-promote": pg_promote,
     "pg-leader-kill": pg_leader_kill,
     "etcd-kill": etcd_kill,
@@ -236,6 +285,7 @@ FAULTS: dict[str, Fault] = {
     "es-stop": es_stop,
     "migration-drift": migration_drift,
     "migration-missing": migration_missing,
+    "fe-service-down": fe_service_down,
     "md5-auth": md5_auth,
     "secrets-mode": secrets_mode,
     "clock-drift": clock_drift,

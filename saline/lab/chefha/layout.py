@@ -32,6 +32,10 @@ SERVER_RB = "etc/opscode/chef-server.rb"
 FRONTEND_SECRETS = "etc/opscode/private-chef-secrets.json"
 MIGRATION_LEVEL = "var/opt/opscode/upgrades/migration-level"
 BOOTSTRAPPED = "var/opt/opscode/bootstrapped"
+#: the lab frontend's service states (chef-server-ctl status/restart; fault fe-service-down)
+FRONTEND_SERVICES = "var/opt/opscode/lab-services.json"
+#: the services a lab frontend reports, as a Chef Infra Server frontend of an HA cluster runs
+SERVER_SERVICES = ("bookshelf", "nginx", "oc_bifrost", "oc_id", "opscode-erchef", "redis_lb")
 #: the lab's libpq password file (mode 0600), named by the minion's PGPASSFILE
 PGPASS = ".pgpass"
 

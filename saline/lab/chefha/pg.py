@@ -7,8 +7,10 @@ after every clone, because ``pg_basebackup`` copies the leader's files. Clients 
 superuser ``saline`` for checks and fixes, ``replicator`` for replication.
 """
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -151,10 +153,29 @@ def start(svc: dict[str, Any]) -> int:
 
 
 def stop(svc: dict[str, Any], mode: str = "fast") -> None:
-    if postmaster_pid(svc) is None:
+    pid = postmaster_pid(svc)
+    if pid is None:
         return
+    continue_stopped_children(pid)  # a stopped process never exits: pg_ctl would time out
     run("pg_ctl", "stop", "-D", svc["data_dir"], "-m", mode, "-w", "-t", "30", timeout=40)
     svc["started"] = time.time()
+
+
+def continue_stopped_children(postmaster: int) -> list[int]:
+    """SIGCONT every stopped (state T) child of ``postmaster`` (the fault pg-stall-sender
+    stops a WAL sender); returns their pids."""
+    woken = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] == "T" and int(fields[1]) == postmaster:
+            pid = int(stat.parent.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                woken.append(pid)
+    return woken
 
 
 def init_leader(svc: dict[str, Any], address: str, name: str, secrets: dict[str, str]) -> None:
