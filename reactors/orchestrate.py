@@ -443,12 +443,15 @@ class _Orchestrator:
         return unmet
 
 
-def _error_of(ret: Any, limit: int = 160) -> str:
+def _error_of(ret: Any, limit: int = 300) -> str:
     """What a failed return says went wrong, in one short line ("" if it says nothing):
-    a string's last line, a mapping's ``error``/``stderr``/``comment``, or the comment of
-    a state return's first failed entry."""
+    a string's last line, a function's error (``{"error": kind, "message": ...}``, as the
+    minion returns what a function raised), a mapping's ``error``/``stderr``/``comment``, or
+    the comment of a state return's first failed entry."""
     text: Any = ret
-    if isinstance(ret, Mapping):
+    if isinstance(ret, Mapping) and ret.get("error") and isinstance(ret.get("message"), str):
+        text = f"{ret['error']}: {ret['message']}"  # the kind alone says nothing
+    elif isinstance(ret, Mapping):
         text = next((ret[k] for k in ("error", "stderr", "comment") if ret.get(k)), "")
     elif isinstance(ret, list):
         failed = [e for e in ret if isinstance(e, Mapping) and e.get("result") is False]

@@ -403,6 +403,10 @@ def test_rolling_frontend_upgrade_runbook(chef: ChefLab) -> None:
 
 
 def test_lab_demo_heals_every_headline_fault(chef: ChefLab) -> None:
+    # the demo is a fresh night: earlier tests' firings must not spend its flap budgets
+    for rule in ("chef-pg-follower-out-of-sync", "chef-pg-follower-down"):
+        forgot = saline(chef, "reactor", "forget", "--rule", rule)
+        assert forgot.returncode == 0, forgot.stderr
     proc = saline(chef, "lab", "demo", "--dir", str(chef.directory), "--keep", "--out", "json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
@@ -412,7 +416,10 @@ def test_lab_demo_heals_every_headline_fault(chef: ChefLab) -> None:
     ]  # fmt: skip
     for row in rows:
         assert row["healed"].startswith("+"), row
-        assert row["rule"].startswith("chef-") and row["ran"] != "-", row
+        assert row["rule"].startswith("chef-"), row
+        # a stalled sender: PostgreSQL's own receiver timeout (the lab's 10 s) may reconnect
+        # it while the ladder's first probe watches, before any rung acts
+        assert row["ran"] != "-" or row["fault"] == "pg-stall-sender be3", row
     assert "detected" in proc.stderr  # the live timeline goes to stderr with --out json
     rehearse_every_recording(chef, len(rows))
 

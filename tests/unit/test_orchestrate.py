@@ -526,8 +526,16 @@ def test_a_failed_step_says_what_each_minion_reported(runner: FakeRunner) -> Non
     runner.script[("be3", "cmd.run")] = Reply(
         "fail", [{"result": True}, {"result": False, "comment": "WAL segment gone"}]
     )
-    book = "name: x\nsteps:\n  - run: {target: 'be*', function: cmd.run}\n"
+    runner.script[("fe1", "cmd.run")] = Reply(  # what a function raised, as the minion says it
+        "fail", {"error": "execution_error", "message": "pg_basebackup failed: No space left"}
+    )
+    book = (
+        "name: x\nsteps:\n  - run: {target: 'be1,be2,be3,fe1', tgt_type: list, function: cmd.run}\n"
+    )
     [step] = execute(load_runbook(book), runner).steps
+    assert step.failed.pop("fe1") == (
+        "failed (retcode 1): execution_error: pg_basebackup failed: No space left"
+    )
     assert step.failed == {
         "be1": "failed (retcode 1): FATAL: password authentication failed",
         "be2": "failed (retcode 1): pg_basebackup: No space left on device",
