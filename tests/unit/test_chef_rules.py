@@ -93,21 +93,29 @@ def test_follower_out_of_sync_starts_the_ladder_against_the_leader() -> None:
     assert ladder.vars["max_reply_age"] == 4  # the ladder's probes judge as the beacon did
 
 
+def test_no_known_leader_escalates_instead_of_guessing() -> None:
+    no_leader = view(be1={"pg_replication": {"state": "down"}})
+    decision = only(
+        evaluate(
+            out_of_sync("be2"), rule("chef-pg-follower-out-of-sync"), no_leader, ReactorState(), 0
+        )
+    )
+    assert decision.verdict is Verdict.ESCALATE
+    assert "cannot build actions" in decision.reason
+    assert "no backend reports the PostgreSQL leader role" in decision.reason
+
+
 @pytest.mark.parametrize("reported", [{"state": "down"}, {}], ids=["leader down", "unknown"])
-def test_no_leader_heals_no_follower_and_escalates_after_the_grace(
+def test_a_follower_out_of_sync_while_none_leads_is_told_after_the_grace(
     reported: dict[str, Any],
 ) -> None:
-    """No backend leads now (a failover, or no leader reported): no ladder starts (nothing to
-    follow; a rung could hit the node leaderl promotes); 30 s later a human is told."""
+    """No backend leads now (a failover, or no leader reported): 30 s after a follower's
+    event, if still none leads, a human is told."""
     no_leader = view(be1={"pg_replication": reported})
-    rules = rule("chef-pg-follower-out-of-sync") + rule("chef-pg-no-leader")
+    rules = rule("chef-pg-no-leader")
     state = ReactorState()
-    first = evaluate(out_of_sync("be2"), rules, no_leader, state, 0)
-    assert [(d.rule, d.verdict, d.reason) for d in first] == [
-        ("chef-pg-follower-out-of-sync", Verdict.SKIP, "condition false"),
-        ("chef-pg-no-leader", Verdict.SKIP, first[1].reason),
-    ]
-    assert first[1].reason.startswith("pending: acts in 30s if the condition still holds")
+    [held] = evaluate(out_of_sync("be2"), rules, no_leader, state, 0)
+    assert held.reason.startswith("pending: acts in 30s if the condition still holds")
     [late] = due(state, rules, no_leader, 31.0)
     assert late.verdict is Verdict.ESCALATE and late.rule == "chef-pg-no-leader"
     assert "no PostgreSQL leader for 30s (be2, last seen as follower, is out_of_sync)" in (
