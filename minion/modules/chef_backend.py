@@ -269,7 +269,8 @@ def reclone(
         return run
 
     def streaming() -> str | None:
-        state = postgres.replication(ctx, host=host, port=port, timeout=2)
+        # its own view only: whether it streams (the leader is asked by the ladder's probes)
+        state = postgres.replication(ctx, host=host, port=port, timeout=2, leader_view=False)
         receiver = state.get("wal_receiver") or {}
         return receiver.get("sender_host") if receiver.get("status") == "streaming" else None
 
